@@ -1,0 +1,235 @@
+"""``inspectops``: the command line of the pipeline. Every command takes ``--params``.
+
+Commands are thin: they load and validate params, call one function in ``components``
+and turn known failures into a one-paragraph message on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from components.config import DEFAULT_PARAMS_PATH, Params, ParamsError, load_params
+
+app = typer.Typer(help="Open MLOps pipeline for golden-vs-test visual inspection.", no_args_is_help=True)
+data_app = typer.Typer(help="Raw data in, validated datasets out.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="The stage graph: run it with Prefect, render it for DVC.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
+infer_app = typer.Typer(help="Run a trained model on new images.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(infer_app, name="infer")
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-S", help="Override a param: -S data.image_size=128 (YAML value).")
+]
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is the whole story: shown without a traceback."""
+    from components.data.layout import LayoutError
+    from components.imageio import ImageReadError
+    from components.pipeline.runner import StageError
+
+    errors: list[type[BaseException]] = [ParamsError, LayoutError, ImageReadError, StageError, FileNotFoundError]
+    for module, name in (
+        ("components.data.ingest", "IngestError"),
+        ("components.validation.validate", "DataValidationError"),
+        ("components.training.segment_module", "CheckpointError"),
+        ("components.inference.segment_infer", "PairingError"),
+        ("components.models.changenet.pretrained", "PretrainedLoadError"),
+    ):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except _known_errors() as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _load(params_path: Path, overrides: list[str] | None = None) -> Params:
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set {item!r}: expected key=value")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return load_params(params_path, parsed)
+
+
+def _run_step(step: Callable[[Params], dict[str, float]], params: Params) -> None:
+    metrics = step(params)
+    for key, value in sorted(metrics.items()):
+        typer.echo(f"{key}: {value:g}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path | None, typer.Option(help="Category folder to write (default data/synthetic/<category>).")] = None,
+    category: Annotated[str | None, typer.Option(help="Category name (default data.category).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: params seed).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Generate the built-in synthetic category in the MVTec AD layout (same seed, same bytes)."""
+    from components.data.synth import synthesize_category
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        name = category or p.data.category
+        target = out or p.paths.data_dir / "synthetic" / name
+        counts = synthesize_category(target, name, p.synthetic, p.seed if seed is None else seed, progress=True)
+        typer.echo(f"wrote {target}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@data_app.command("ingest")
+def data_ingest(
+    source: Annotated[Path, typer.Argument(help="MVTec AD root, a category folder, or a .tar.xz/.tar.gz/.zip.")],
+    category: Annotated[str | None, typer.Option(help="Category name (default data.category).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder that receives <category>/ (default data/mvtec).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Check and copy an MVTec AD category into data/mvtec/<category>, atomically."""
+    from components.data.ingest import ingest
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        name = category or p.data.category
+        out_root = out or p.paths.data_dir / "mvtec"
+        counts = ingest(source, name, out_root, progress=True)
+        typer.echo(f"ingested {out_root / name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        typer.echo("version it with: dvc commit data.dvc  (or dvc add for a new folder)")
+
+
+@data_app.command("prepare")
+def data_prepare(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Build the segmentation, classification and COCO datasets under artifacts/datasets."""
+    from components.pipeline import steps
+
+    with _friendly_errors():
+        _run_step(steps.prepare, _load(params, set_))
+
+
+@data_app.command("validate")
+def data_validate(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Run the Great Expectations suites; exit 1 and name the failing rows or files on failure."""
+    from components.pipeline import steps
+
+    with _friendly_errors():
+        _run_step(steps.validate, _load(params, set_))
+
+
+@train_app.command("segment")
+def train_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Train Visual ChangeNet-Segmentation on artifacts/datasets/segment (tracked in MLflow)."""
+    from components.pipeline import steps
+
+    with _friendly_errors():
+        _run_step(steps.train_segment, _load(params, set_))
+
+
+@evaluate_app.command("segment")
+def evaluate_segment(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
+) -> None:
+    """Evaluate on val: writes artifacts/metrics/segment.json, PR curve and overlays."""
+    from components.evaluation.evaluate_segment import evaluate_segment as evaluate
+    from components.evaluation.segment_metrics import format_metrics
+
+    with _friendly_errors():
+        results = evaluate(_load(params, set_), checkpoint=checkpoint)
+        typer.echo(format_metrics({k: v for k, v in results.items() if "/" in k and k.count("/") == 1}))
+
+
+@infer_app.command("segment")
+def infer_segment(
+    golden: Annotated[Path, typer.Option(help="Golden image, or a folder of them.")],
+    test: Annotated[Path, typer.Option(help="Test image, or a folder paired by file name.")],
+    out: Annotated[Path, typer.Option(help="Folder for <name>_mask.png and <name>_overlay.png.")],
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
+) -> None:
+    """Predict change masks for golden/test pairs."""
+    from components.inference.segment_infer import infer_segment as infer
+    from components.training.train_segment import model_dir
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        ckpt = checkpoint or model_dir(p) / "best.ckpt"
+        written = infer(ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold)
+        typer.echo(f"wrote {len(written)} mask(s) and overlay(s) to {out}")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+) -> None:
+    """Run the whole pipeline as a Prefect flow, tracked in MLflow."""
+    with _friendly_errors():
+        load_params(params)
+        from flows.pipeline import pipeline_flow
+
+        try:
+            pipeline_flow(params_path=str(params), until=until)
+        except Exception as error:  # Prefect re-raises the failing task's exception
+            typer.secho(f"error: pipeline failed: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
+
+
+@pipeline_app.command("stages")
+def pipeline_stages(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:
+    """List the stages, their upstream stages and whether they apply to these params."""
+    from components.pipeline.stages import STAGES, upstream
+
+    with _friendly_errors():
+        p = load_params(params)
+        for stage in STAGES:
+            applies = "" if stage.applies_to(p) else "  (skipped for this data.source)"
+            after = ", ".join(upstream(stage, p)) or "-"
+            typer.echo(f"{stage.name:<10} after: {after:<20} {stage.description}{applies}")
+
+
+@pipeline_app.command("dvc-yaml")
+def pipeline_dvc_yaml(
+    check: Annotated[bool, typer.Option(help="Only check that dvc.yaml matches the stage graph.")] = False,
+    path: Annotated[Path, typer.Option(help="Where dvc.yaml lives.")] = Path("dvc.yaml"),
+) -> None:
+    """Render dvc.yaml from the stage graph (the single definition of the pipeline)."""
+    from components.pipeline import dvc_yaml
+
+    if check:
+        if not dvc_yaml.is_current(path):
+            typer.secho(f"{path} is out of date: run `inspectops pipeline dvc-yaml`", fg="red", err=True)
+            raise typer.Exit(code=1)
+        typer.echo(f"{path} matches the stage graph")
+        return
+    dvc_yaml.write(path)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,239 @@
+"""Typed schema for ``params.yaml``: the one configuration system of inspectops.
+
+Every knob of the pipeline lives in ``params.yaml`` and is validated here on load,
+so a typo or an out-of-range value stops the run before any work starts, with a
+message that names the key and what is allowed. DVC tracks the same keys (``params:``
+in ``dvc.yaml``), so there is no second configuration layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LIGHTING_CONDITIONS: tuple[str, ...] = ("LowAngleLight", "SolderLight", "UniformLight", "WhiteLight")
+"""The four lighting conditions of TAO's Optical Inspection data."""
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A ``params.yaml`` that cannot be used; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelt knob must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Section):
+    data_dir: Path = Path("data")
+    artifacts_dir: Path = Path("artifacts")
+
+
+class SyntheticParams(_Section):
+    """Size and content of the procedurally generated default category."""
+
+    image_size: int = Field(256, ge=64, le=1024)
+    num_train_good: int = Field(40, ge=2)
+    num_test_good: int = Field(12, ge=1)
+    num_defect_per_kind: int = Field(8, ge=1)
+    defect_kinds: tuple[Literal["bent_lead", "cut_lead", "damaged_case", "misplaced"], ...] = (
+        "bent_lead",
+        "cut_lead",
+        "damaged_case",
+        "misplaced",
+    )
+    render_lighting: bool = True
+
+    @field_validator("defect_kinds")
+    @classmethod
+    def _unique_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        if not kinds or len(set(kinds)) != len(kinds):
+            raise ValueError("must list at least one defect kind, each once")
+        return kinds
+
+
+class DataParams(_Section):
+    """Which raw category to use and how to split and resize it (TAO ChangeNet recipe)."""
+
+    source: Literal["synthetic", "mvtec"] = "synthetic"
+    category: str = Field("transistor", pattern=r"^[A-Za-z0-9_\-]+$")
+    image_size: int = Field(256, ge=32, le=2048)
+    resample: Literal["bicubic", "lanczos"] = "bicubic"
+    golden_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    num_golden: int = Field(1, ge=1)
+    lighting_conditions: tuple[str, ...] = LIGHTING_CONDITIONS
+
+    @field_validator("lighting_conditions")
+    @classmethod
+    def _known_lights(cls, lights: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [light for light in lights if light not in LIGHTING_CONDITIONS]
+        if unknown or not lights or len(set(lights)) != len(lights):
+            raise ValueError(
+                f"must be a non-empty list of distinct names from {list(LIGHTING_CONDITIONS)}; got {list(lights)}"
+            )
+        return lights
+
+    @model_validator(mode="after")
+    def _fractions_fit(self) -> DataParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1.0 so that train is not empty")
+        return self
+
+
+class AugmentParams(_Section):
+    """Geometric transforms hit test, golden and mask alike; photometric ones each image alone."""
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.5, ge=0.0, le=1.0)
+    rotate90: float = Field(0.5, ge=0.0, le=1.0)
+    random_resized_crop: float = Field(0.3, ge=0.0, le=1.0)
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    blur: float = Field(0.1, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.5, ge=0.0, le=1.0)
+    brightness: float = Field(0.2, ge=0.0, le=1.0)
+    contrast: float = Field(0.2, ge=0.0, le=1.0)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError("must be [low, high] with 0 < low <= high <= 1")
+        return scale
+
+
+class SegmentModelParams(_Section):
+    """Visual ChangeNet-Segmentation architecture; mirrors ``ChangeNetSegment``'s arguments."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: Literal["none", "package", "path", "hub"] = "package"
+    pretrained_backbone_path: Path | None = None
+    strict_load: bool = True
+    embed_dim: int = Field(256, ge=8)
+    num_classes: int = Field(2, ge=2)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    loss_weights: tuple[float, float, float, float, float] = (0.5, 0.5, 0.5, 0.8, 1.0)
+
+    @model_validator(mode="after")
+    def _path_given(self) -> SegmentModelParams:
+        if self.pretrained == "path" and self.pretrained_backbone_path is None:
+            raise ValueError("pretrained: path needs pretrained_backbone_path")
+        return self
+
+
+class SegmentTrainParams(_Section):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(6e-4, gt=0.0)
+    lr_policy: Literal["linear", "step", "cosine"] = "linear"
+    lr_step_size: int = Field(10, ge=1)
+    lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    epochs: int = Field(3, ge=1)
+    max_minutes: float | None = Field(None, gt=0.0)
+    """Wall-clock budget for fitting; training stops at the end of the epoch past it."""
+    batch_size: int = Field(8, ge=1)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    change_class_weight: float = Field(5.0, gt=0.0)
+    dice_weight: float = Field(1.0, ge=0.0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    resume_from: Path | None = None
+    limit_train_batches: float | int | None = None
+    augment: AugmentParams = AugmentParams()
+
+
+class SegmentEvalParams(_Section):
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    num_overlays: int = Field(6, ge=0)
+    batch_size: int = Field(8, ge=1)
+
+
+class SegmentParams(_Section):
+    model: SegmentModelParams = SegmentModelParams()
+    train: SegmentTrainParams = SegmentTrainParams()
+    eval: SegmentEvalParams = SegmentEvalParams()
+
+
+class TrackingParams(_Section):
+    experiment: str = "inspectops"
+    tracking_uri: str | None = None
+    """``None``: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db``."""
+    registered_model: str = "inspectops-changenet-segment"
+
+
+class Params(_Section):
+    seed: int = Field(42, ge=0)
+    paths: PathsParams = PathsParams()
+    data: DataParams = DataParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    segment: SegmentParams = SegmentParams()
+    tracking: TrackingParams = TrackingParams()
+
+    @property
+    def raw_category_dir(self) -> Path:
+        """``data/<source>/<category>``: where synth/ingest write and prepare reads."""
+        return self.paths.data_dir / self.data.source / self.data.category
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.paths.artifacts_dir / "datasets"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.paths.artifacts_dir / "metrics"
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid value(s)"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  - {key}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a mapping (as read from YAML) and raise :class:`ParamsError` naming each bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ParamsError(_format_errors(error, source)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``-S key=value``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_params(raw, str(path))
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"override {dotted}: {part} is not a section")
+    node[leaf] = value

@@ -1,0 +1,1 @@
+"""Data: synthesis, ingestion, layout checks and dataset preparation."""

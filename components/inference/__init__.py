@@ -1,0 +1,1 @@
+"""Inference on new golden/test pairs."""

@@ -1,0 +1,70 @@
+"""Predict change masks for golden/test pairs given as two files or two folders.
+
+Folders are paired by file name (``golden/x.png`` with ``test/x.png``). Images are
+resized to the model's training size, and the mask is brought back to the test image's
+own size, so outputs line up with what the user passed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from components.data.layout import IMAGE_SUFFIXES
+from components.evaluation.visualize import overlay
+from components.fsutil import atomic_dir
+from components.imageio import read_image, write_png
+
+
+class PairingError(ValueError):
+    """Golden and test inputs that cannot be paired; the message names what is missing."""
+
+
+def pair_inputs(golden: Path, test: Path) -> list[tuple[str, Path, Path]]:
+    """``(name, golden file, test file)`` for two files or two folders matched by file name."""
+    if golden.is_file() and test.is_file():
+        return [(test.stem, golden, test)]
+    if golden.is_dir() and test.is_dir():
+        tests = {p.name: p for p in sorted(test.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        goldens = {p.name: p for p in sorted(golden.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        missing = sorted(set(tests) - set(goldens))
+        if missing:
+            raise PairingError(f"{golden}: no golden image for test image(s) {missing[:10]}")
+        if not tests:
+            raise PairingError(f"{test}: holds no images")
+        return [(Path(name).stem, goldens[name], path) for name, path in tests.items()]
+    raise PairingError(f"--golden {golden} and --test {test} must both be existing files or both folders")
+
+
+def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+@torch.inference_mode()
+def infer_segment(
+    checkpoint: Path, golden: Path, test: Path, out: Path, image_size: int, threshold: float = 0.5
+) -> list[Path]:
+    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` for each pair into ``out``."""
+    from components.training.segment_module import load_module
+
+    pairs = pair_inputs(Path(golden), Path(test))
+    model = load_module(checkpoint).model.eval()
+    written: list[Path] = []
+    with atomic_dir(out) as staging:
+        for name, golden_path, test_path in pairs:
+            golden_img, test_img = read_image(golden_path), read_image(test_path)
+            logits = model(_to_tensor(test_img, image_size)[None], _to_tensor(golden_img, image_size)[None])[-1]
+            prob = torch.softmax(logits.float(), dim=1)[:, 1:2]
+            height, width = test_img.shape[:2]
+            prob = torch.nn.functional.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+            mask = (prob[0, 0] >= threshold).numpy()
+            golden_resized = np.asarray(Image.fromarray(golden_img).resize((width, height), Image.Resampling.BICUBIC))
+            write_png(staging / f"{name}_mask.png", (mask * 255).astype(np.uint8))
+            picture = overlay(golden_resized, test_img, mask, np.zeros_like(mask))
+            write_png(staging / f"{name}_overlay.png", picture)
+            written.append(out / f"{name}_mask.png")
+    return written

@@ -1,0 +1,87 @@
+"""Run one stage as a child MLflow run of a pipeline run: the body of every Prefect task."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from components.config import Params, load_params
+from components.pipeline.stages import get_stage
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message starts with the stage name so the flow's failure says where."""
+
+
+def run_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
+    """Load params, run stage ``name`` and log its metrics to a nested MLflow run."""
+    import mlflow
+
+    from components.tracking import log_metrics, run_tags, tracking_uri
+
+    params = load_params(params_path)
+    stage = get_stage(name)
+    mlflow.set_tracking_uri(tracking_uri(params))
+    experiment = mlflow.set_experiment(params.tracking.experiment)
+    tags = {**run_tags(params), "stage": name}
+    with mlflow.start_run(
+        run_name=name,
+        experiment_id=experiment.experiment_id,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+        tags=tags,
+    ):
+        started = time.perf_counter()
+        try:
+            metrics = stage.function()(params)
+        except Exception as error:
+            mlflow.set_tag("failure", f"{type(error).__name__}: {error}"[:5000])
+            raise StageError(f"stage '{name}' failed: {error}") from error
+        metrics = {**metrics, f"{name}/seconds": time.perf_counter() - started}
+        log_metrics(metrics)
+    return metrics
+
+
+def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
+    """Open the parent MLflow run of a pipeline run and return its id (closed by :func:`end_pipeline_run`)."""
+    import mlflow
+
+    from components.tracking import flatten, run_tags, tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    experiment = mlflow.set_experiment(params.tracking.experiment)
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment.experiment_id, run_name=run_name, tags={**run_tags(params), "kind": "pipeline"})
+    flat = flatten(params.model_dump(mode="json"))
+    for key, value in flat.items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str, float]) -> None:
+    import mlflow
+
+    from components.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    client = mlflow.MlflowClient()
+    stamp = int(time.time() * 1000)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value), timestamp=stamp)
+    client.set_terminated(run_id, status=status)
+
+
+def summary_markdown(results: dict[str, dict[str, float]], run_id: str, tracking: str) -> str:
+    """A table of every stage's metrics, for the Prefect artifact a person looks at."""
+    lines = [
+        "# inspectops pipeline",
+        "",
+        f"MLflow parent run `{run_id}` (tracking URI `{tracking}`).",
+        "",
+        "| stage | metric | value |",
+        "|---|---|---|",
+    ]
+    for stage, metrics in results.items():
+        for key, value in sorted(metrics.items()):
+            lines.append(f"| {stage} | {key} | {value:.4g} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""The stage graph: the one definition of the pipeline that DVC and Prefect both follow.
+
+Each :class:`Stage` names the CLI command DVC runs, the function the Prefect flow calls
+(the CLI calls the same function), and its deps, params, outs and metrics. ``dvc.yaml``
+is rendered from this list (``inspectops pipeline dvc-yaml``) and a test fails when the
+committed file drifts from it. Paths are DVC templates over ``params.yaml`` keys
+(``${data.category}``), resolved the same way for the flow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+
+StageFn = Callable[[Params], dict[str, float]]
+
+_TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    ``entrypoint`` is ``"module:function"`` taking :class:`Params` and returning flat numeric
+    metrics; it is imported lazily so that listing stages never imports torch.
+    ``only_for_source`` limits a stage to one ``data.source`` in the Prefect flow (DVC always
+    declares it, since its graph cannot branch on a param).
+    """
+
+    name: str
+    command: str
+    entrypoint: str
+    description: str
+    deps: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    only_for_source: str | None = None
+    retries: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def function(self) -> StageFn:
+        module_name, attr = self.entrypoint.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def applies_to(self, params: Params) -> bool:
+        return self.only_for_source is None or self.only_for_source == params.data.source
+
+
+RAW = "${paths.data_dir}/${data.source}/${data.category}"
+DATASETS = "${paths.artifacts_dir}/datasets"
+METRICS = "${paths.artifacts_dir}/metrics"
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="synth",
+        command="inspectops data synth",
+        entrypoint="components.pipeline.steps:synth",
+        description="Generate the built-in synthetic category (MVTec AD layout, four lights).",
+        deps=("components/data/synth.py",),
+        params=("seed", "synthetic"),
+        outs=("${paths.data_dir}/synthetic/${data.category}",),
+        only_for_source="synthetic",
+    ),
+    Stage(
+        name="prepare",
+        command="inspectops data prepare",
+        entrypoint="components.pipeline.steps:prepare",
+        description="Golden pool, seeded 70/30 split; segmentation, classification and COCO datasets.",
+        deps=(RAW, "components/data/prepare.py", "components/data/split.py", "components/data/coco.py"),
+        params=("seed", "data"),
+        outs=(DATASETS,),
+        metrics=(f"{METRICS}/data.json",),
+    ),
+    Stage(
+        name="validate",
+        command="inspectops data validate",
+        entrypoint="components.pipeline.steps:validate",
+        description="Great Expectations suites on the CSVs and lists; a broken dataset stops here.",
+        deps=(DATASETS, "components/validation"),
+        params=("data",),
+        outs=("${paths.artifacts_dir}/validation",),
+        metrics=(f"{METRICS}/validation.json",),
+    ),
+    Stage(
+        name="train",
+        command="inspectops train segment",
+        entrypoint="components.pipeline.steps:train_segment",
+        description="Train Visual ChangeNet-Segmentation (Lightning), best checkpoint on val change-IoU.",
+        # The validation report is a dependency so training never starts on data that failed it.
+        deps=(DATASETS, "${paths.artifacts_dir}/validation", "components/models/changenet", "components/training"),
+        params=("seed", "segment.model", "segment.train"),
+        outs=("${paths.artifacts_dir}/models/segment",),
+        metrics=(f"{METRICS}/segment_train.json",),
+    ),
+    Stage(
+        name="evaluate",
+        command="inspectops evaluate segment",
+        entrypoint="components.pipeline.steps:evaluate_segment",
+        description="Pixel, per-defect and image metrics on val; PR curve and overlays.",
+        deps=(DATASETS, "${paths.artifacts_dir}/models/segment", "components/evaluation"),
+        params=("segment.eval",),
+        outs=("${paths.artifacts_dir}/plots/segment",),
+        metrics=(f"{METRICS}/segment.json",),
+    ),
+)
+
+
+def stage_names() -> list[str]:
+    return [stage.name for stage in STAGES]
+
+
+def get_stage(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(f"unknown stage {name!r}; stages are {stage_names()}")
+
+
+def resolve(template: str, params: Params) -> str:
+    """Substitute ``${a.b}`` from params exactly as DVC does from ``params.yaml``."""
+    values = params.model_dump(mode="json")
+
+    def lookup(match: re.Match[str]) -> str:
+        node: Any = values
+        for part in match.group(1).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"template {template!r}: params have no key {match.group(1)!r}")
+            node = node[part]
+        return str(node)
+
+    return _TEMPLATE.sub(lookup, template)
+
+
+def resolve_path(template: str, params: Params) -> Path:
+    return Path(resolve(template, params))
+
+
+def upstream(stage: Stage, params: Params) -> list[str]:
+    """Stages whose outs this stage depends on (derived, so the graph is never written twice)."""
+    deps = [resolve(dep, params) for dep in stage.deps]
+    names = []
+    for other in STAGES:
+        if other is stage or not other.applies_to(params):
+            continue
+        outs = [resolve(out, params) for out in other.outs]
+        if any(dep == out or dep.startswith(out + "/") or out.startswith(dep + "/") for dep in deps for out in outs):
+            names.append(other.name)
+    return names
+
+
+def plan(params: Params, until: str | None = None) -> list[Stage]:
+    """The stages the flow runs for these params, in graph order, stopping after ``until``."""
+    selected: list[Stage] = []
+    for stage in STAGES:
+        if stage.applies_to(params):
+            selected.append(stage)
+        if stage.name == until:
+            break
+    else:
+        if until is not None:
+            raise KeyError(f"unknown stage {until!r}; stages are {stage_names()}")
+    return selected

@@ -1,0 +1,119 @@
+"""MLflow wiring shared by the CLI and the flows: where runs go and how they are tagged.
+
+Every run carries the git commit, the raw-data hash and the params hash, so that a
+number in the MLflow UI can always be traced back to the code, data and knobs that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(params: Params) -> str:
+    """``tracking.tracking_uri`` from params, else ``MLFLOW_TRACKING_URI``, else a local SQLite store.
+
+    MLflow 3.13+ refuses the old ``./mlruns`` file store, so the default is SQLite.
+    """
+    return params.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def tree_hash(root: Path) -> str:
+    """Content hash of a folder (relative paths + file bytes), stable across machines.
+
+    Used as the ``data_hash`` tag: the same raw category gives the same hash wherever it lives.
+    """
+    root = Path(root)
+    if not root.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        digest.update(str(path.relative_to(root) if path != root else path.name).encode())
+        digest.update(b"\0")
+        file_digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                file_digest.update(chunk)
+        digest.update(file_digest.digest())
+    return digest.hexdigest()[:16]
+
+
+def params_hash(params: Params) -> str:
+    payload = json.dumps(params.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_tags(params: Params) -> dict[str, str]:
+    """The provenance tags every inspectops MLflow run carries."""
+    return {
+        "git_commit": git_commit(),
+        "data_hash": tree_hash(params.raw_category_dir),
+        "params_hash": params_hash(params),
+        "data_source": params.data.source,
+        "data_category": params.data.category,
+    }
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested params into ``section.key`` names for ``mlflow.log_params``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@contextmanager
+def mlflow_run(
+    params: Params, run_name: str, tags: Mapping[str, str] | None = None, nested: bool = False
+) -> Iterator[Any]:
+    """Start an MLflow run in the params' experiment, tagged with provenance."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    mlflow.set_experiment(params.tracking.experiment)
+    all_tags = {**run_tags(params), **(tags or {})}
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics; MLflow names allow ``/`` so ``split/metric`` stays readable."""
+    import mlflow
+
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if numeric:
+        mlflow.log_metrics(numeric, step=step)

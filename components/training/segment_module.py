@@ -1,0 +1,120 @@
+"""LightningModule for Visual ChangeNet-Segmentation: steps, optimizers and val metrics.
+
+The network itself (:mod:`components.models.changenet`) is pure torch; this module
+adds the training loop around it. Hyper-parameters are stored as plain dicts in the
+checkpoint so a checkpoint alone rebuilds the model (without re-reading params.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from components.config import SegmentModelParams, SegmentTrainParams
+from components.evaluation.segment_metrics import SegmentationMetrics
+from components.training.optim import build_optimizer, build_scheduler
+
+MONITOR = "val/iou"
+"""Checkpoint choice and early stopping follow the change-class IoU on val."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot rebuild a ChangeNet model; the message names the file."""
+
+
+class ChangeSegmentModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        train: dict[str, Any],
+        threshold: float = 0.5,
+        load_pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        from components.models.changenet.losses import DeepSupervisionLoss
+        from components.models.changenet.model import ChangeNetSegment
+
+        model_params = SegmentModelParams.model_validate(model)
+        if not load_pretrained:
+            model_params = model_params.model_copy(update={"pretrained": "none"})
+        self.train_params = SegmentTrainParams.model_validate(train)
+        self.model = ChangeNetSegment.from_params(model_params)
+        self.criterion = DeepSupervisionLoss(
+            weights=tuple(model_params.loss_weights),
+            change_class_weight=self.train_params.change_class_weight,
+            dice_weight=self.train_params.dice_weight,
+        )
+        self.val_metrics = SegmentationMetrics(num_classes=model_params.num_classes, threshold=threshold)
+
+    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model(test, golden)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        outputs = self.model(batch["test"], batch["golden"])
+        total, parts = self.criterion(outputs, batch["mask"])
+        size = batch["mask"].shape[0]
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+        for key, value in parts.items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        outputs = self.model(batch["test"], batch["golden"])
+        total, _ = self.criterion(outputs, batch["mask"])
+        self.log("val/loss", total, prog_bar=True, batch_size=batch["mask"].shape[0], sync_dist=True)
+        change_prob = torch.softmax(outputs[-1].float(), dim=1)[:, 1]
+        self.val_metrics.update(change_prob.detach().cpu(), batch["mask"].cpu(), list(batch["name"]))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._gathered_metrics().compute()
+        keys = ("iou", "f1", "precision", "recall", "oa", "miou", "image_auroc", "pixel_ap")
+        values = {f"val/{k}": float(metrics[k]) for k in keys if k in metrics}
+        # nan (e.g. nothing predicted yet) would break "max" checkpointing: count it as 0 there.
+        values = {k: (0.0 if v != v else v) for k, v in values.items()}
+        self.log_dict(values, prog_bar=False, sync_dist=False, rank_zero_only=False)
+        self.log(MONITOR, values.get(MONITOR, 0.0), prog_bar=True, sync_dist=False)
+
+    def _gathered_metrics(self) -> SegmentationMetrics:
+        """Merge every rank's metric state so that DDP reports the metrics of the whole split."""
+        if self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return self.val_metrics
+        gathered: list[SegmentationMetrics | None] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, self.val_metrics)
+        merged = SegmentationMetrics(self.val_metrics.num_classes, self.val_metrics.threshold, self.val_metrics.bins)
+        for part in gathered:
+            if part is not None:
+                merged.merge(part)
+        return merged
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(list(self.parameters()), self.train_params)
+        scheduler = build_scheduler(optimizer, self.train_params)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeSegmentModule:
+    """Rebuild the module from a checkpoint with a clear error for a missing or foreign file."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: checkpoint not found")
+    try:
+        payload = torch.load(checkpoint, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises many types for a corrupt file
+        raise CheckpointError(f"{checkpoint}: not a readable torch checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "hyper_parameters" not in payload:
+        raise CheckpointError(f"{checkpoint}: not a Lightning checkpoint of inspectops (no state_dict/hyper_parameters)")
+    hparams = dict(payload["hyper_parameters"])
+    hparams["load_pretrained"] = False
+    try:
+        module = ChangeSegmentModule(**hparams)
+        module.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint}: does not fit a ChangeNet-Segmentation model: {error}") from None
+    return module.eval()

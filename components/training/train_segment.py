@@ -1,0 +1,165 @@
+"""Train Visual ChangeNet-Segmentation with Lightning, tracked as one MLflow run.
+
+Outputs (``<artifacts>/models/segment``): ``best.ckpt`` (highest val change-IoU),
+``last.ckpt`` and ``run.json`` (the MLflow run that the evaluate stage adds its final
+metrics and pictures to). They are written to a staging folder and moved into place
+only when training finishes, so a crash never leaves a half-trained "best" behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from components.config import Params
+from components.fsutil import write_json
+from components.tracking import flatten, run_tags, tracking_uri
+from components.training.segment_data import SegmentDataModule
+from components.training.segment_module import MONITOR, ChangeSegmentModule
+
+
+def model_dir(params: Params) -> Path:
+    return params.paths.artifacts_dir / "models" / "segment"
+
+
+class ThroughputMeter(Callback):
+    """Counts training pairs per second of training-step time (data loading included)."""
+
+    def __init__(self) -> None:
+        self.pairs = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int) -> None:
+        self.pairs += int(batch["mask"].shape[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds if self.seconds else 0.0
+
+
+def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter) -> L.Trainer:
+    t = params.segment.train
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max", save_last=True),
+        LearningRateMonitor(logging_interval="epoch"),
+        meter,
+    ]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience))
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    return L.Trainer(
+        max_epochs=t.epochs,
+        max_time={"minutes": t.max_minutes} if t.max_minutes else None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=1,
+        deterministic=True if on_cpu else "warn",
+        limit_train_batches=t.limit_train_batches,
+        default_root_dir=str(checkpoint_dir),
+        enable_model_summary=False,
+    )
+
+
+def train_segment(params: Params) -> dict[str, float]:
+    """Fit the model on ``datasets/segment`` train, choose the checkpoint on val change-IoU."""
+    L.seed_everything(params.seed, workers=True)
+    t = params.segment.train
+    datamodule = SegmentDataModule(
+        root=params.datasets_dir,
+        batch_size=t.batch_size,
+        num_workers=t.num_workers,
+        augment=t.augment,
+        seed=params.seed,
+        eval_batch_size=params.segment.eval.batch_size,
+    )
+    module = ChangeSegmentModule(
+        model=params.segment.model.model_dump(mode="json"),
+        train=t.model_dump(mode="json"),
+        threshold=params.segment.eval.threshold,
+    )
+    out_dir = model_dir(params)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    logger = MLFlowLogger(
+        experiment_name=params.tracking.experiment,
+        tracking_uri=tracking_uri(params),
+        run_name="train-segment",
+        tags={**run_tags(params), "stage": "train", "model": "changenet-segment"},
+    )
+    meter = ThroughputMeter()
+    trainer = build_trainer(params, staging, logger, meter)
+    if trainer.is_global_zero:
+        shutil.rmtree(staging, ignore_errors=True)
+        logger.log_hyperparams({k: v for k, v in flatten(params.model_dump(mode="json")).items() if k.startswith(("seed", "data.", "segment."))})
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(t.resume_from) if t.resume_from else None)
+    except BaseException:
+        if trainer.is_global_zero:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    checkpoint = trainer.checkpoint_callback
+    assert isinstance(checkpoint, ModelCheckpoint)
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    metrics = {
+        "train/best_val_iou": best_score,
+        "train/epochs": float(trainer.current_epoch),
+        "train/seconds": seconds,
+        "train/pairs_per_second": meter.pairs_per_second,
+    }
+    if not trainer.is_global_zero:
+        return metrics
+    run = {
+        "run_id": logger.run_id,
+        "experiment_id": logger.experiment_id,
+        "tracking_uri": tracking_uri(params),
+        "best_checkpoint": "best.ckpt",
+        "best_val_iou": best_score,
+    }
+    (staging / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    if not (staging / "best.ckpt").exists():  # no val epoch finished (e.g. resumed at max_epochs)
+        shutil.copy2(staging / "last.ckpt", staging / "best.ckpt")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    _log_model(logger, tracking_uri(params), out_dir, metrics)
+    write_json(params.metrics_dir / "segment_train.json", metrics)
+    return metrics
+
+
+def _log_model(logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str, float]) -> None:
+    """Attach the best checkpoint and the model itself to the training run."""
+    import mlflow
+
+    client = logger.experiment
+    run_id = logger.run_id
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.log_artifact(run_id, str(out_dir / "best.ckpt"), artifact_path="checkpoints")
+    client.log_artifact(run_id, str(out_dir / "run.json"))
+    from components.training.segment_module import load_module
+
+    best = load_module(out_dir / "best.ckpt").model
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pytorch.log_model(best, name="model", serialization_format="pickle", pip_requirements=["torch", "timm"])

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; every task body is one call into ``components``."""

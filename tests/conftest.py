@@ -1,0 +1,55 @@
+"""Shared fixtures: every test works in its own temporary folders and MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.config import Params, parse_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SYNTHETIC: dict[str, Any] = {
+    "image_size": 64,
+    "num_train_good": 20,
+    "num_test_good": 6,
+    "num_defect_per_kind": 4,
+    "render_lighting": True,
+}
+
+
+def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
+    """A params mapping whose data and artifacts live under ``root`` and whose data is tiny."""
+    raw: dict[str, Any] = {
+        "seed": 7,
+        "paths": {"data_dir": str(root / "data"), "artifacts_dir": str(root / "artifacts")},
+        "data": {"image_size": 64},
+        "synthetic": dict(TINY_SYNTHETIC),
+        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "tests"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return raw
+
+
+def write_params(root: Path, **sections: Any) -> Path:
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params_dict(root, **sections)))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path: Path) -> Params:
+    return parse_params(tiny_params_dict(tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes to the repository's mlflow.db."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow-default.db'}")

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import yaml
+
+from components.config import parse_params
+from components.pipeline import dvc_yaml
+from components.pipeline.stages import STAGES, plan, resolve, resolve_path, upstream
+from tests.conftest import REPO_ROOT
+
+
+def test_committed_dvc_yaml_matches_stage_graph() -> None:
+    assert dvc_yaml.is_current(REPO_ROOT / "dvc.yaml"), "run `inspectops pipeline dvc-yaml` and commit dvc.yaml"
+
+
+def test_dvc_yaml_declares_every_stage_with_its_command() -> None:
+    document = yaml.safe_load(dvc_yaml.render())
+    assert list(document["stages"]) == [stage.name for stage in STAGES]
+    for stage in STAGES:
+        entry = document["stages"][stage.name]
+        assert entry["cmd"].startswith(stage.command)
+        assert "--params params.yaml" in entry["cmd"]
+
+
+def test_templates_resolve_to_the_paths_the_components_use() -> None:
+    params = parse_params({"data": {"source": "mvtec", "category": "screw"}})
+    prepare = next(s for s in STAGES if s.name == "prepare")
+    assert resolve_path(prepare.deps[0], params) == params.raw_category_dir
+    assert resolve_path(prepare.outs[0], params) == params.datasets_dir
+    assert resolve_path(prepare.metrics[0], params) == params.metrics_dir / "data.json"
+    assert resolve("${data.category}-${seed}", params) == "screw-42"
+
+
+def test_graph_order_is_derived_from_deps_and_outs() -> None:
+    synthetic = parse_params({})
+    mvtec = parse_params({"data": {"source": "mvtec"}})
+    by_name = {s.name: s for s in STAGES}
+    assert upstream(by_name["prepare"], synthetic) == ["synth"]
+    assert upstream(by_name["prepare"], mvtec) == []  # mvtec data comes from ingest + data.dvc
+    assert upstream(by_name["validate"], synthetic) == ["prepare"]
+    assert [s.name for s in plan(synthetic)][:3] == ["synth", "prepare", "validate"]
+    assert "synth" not in [s.name for s in plan(mvtec)]
+    assert [s.name for s in plan(synthetic, until="prepare")] == ["synth", "prepare"]
+
+
+def test_stage_entrypoints_and_code_deps_exist() -> None:
+    for stage in STAGES:
+        module, attr = stage.entrypoint.split(":")
+        assert attr, stage.name
+        for dep in stage.deps:
+            if dep.startswith("components/"):
+                assert (REPO_ROOT / dep).exists(), f"{stage.name}: dependency {dep} does not exist"
+        assert callable(stage.function())
+
+
+def test_stage_outputs_live_outside_the_dvc_tracked_raw_folder() -> None:
+    tracked = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["path"]
+    params = parse_params({})
+    for stage in STAGES:
+        for out in stage.outs:
+            path = resolve(out, params)
+            assert not Path(path).is_relative_to(tracked), f"{stage.name} writes inside {tracked}"
