@@ -24,6 +24,7 @@ the bytes should also agree across machines with the same numpy and Pillow.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import shutil
@@ -56,7 +57,7 @@ _PLASTIC = np.array([30, 29, 33], F32)
 _SHEEN = np.array([80, 84, 104], F32)
 _EXPOSED = np.array([122, 114, 106], F32)
 _SCRATCH = np.array([150, 148, 146], F32)
-_SILVER = np.array([178, 180, 186], F32)
+_SILVER = np.array([160, 162, 168], F32)
 
 # Geometry, as fractions of the image size.
 _PITCH = 0.16  # stripboard hole pitch; also the outer leads' offset, so their tips meet holes
@@ -183,7 +184,7 @@ def _to_local(grid: Grid, pose: _Pose) -> Grid:
 def _polyline_distance(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Distance to a polyline's segments: leads and scratches are thick polylines."""
     best: np.ndarray | None = None
-    for (ax, ay), (bx, by) in zip(points[:-1], points[1:], strict=True):
+    for (ax, ay), (bx, by) in itertools.pairwise(points):
         dx, dy = F32(bx - ax), F32(by - ay)
         length2 = max(float(dx * dx + dy * dy), 1e-6)
         px, py = x - F32(ax), y - F32(ay)
@@ -345,7 +346,7 @@ def _make_look(rng: np.random.Generator, size: int) -> _Look:
 
 # --------------------------------------------------------------------------- defects
 
-Defect = Callable[[np.random.Generator, _Part, _Pose, Grid], tuple["_Part | None", _Pose, np.ndarray]]
+_Defect = Callable[[np.random.Generator, _Part, _Pose, Grid], tuple["_Part | None", _Pose, np.ndarray]]
 
 
 def _footprint(part: _Part, pose: _Pose, grid: Grid) -> np.ndarray:
@@ -423,11 +424,13 @@ def _damaged_case(rng: np.random.Generator, part: _Part, pose: _Pose, grid: Grid
     return damaged, pose, mask
 
 
-def _misplaced(rng: np.random.Generator, part: _Part, pose: _Pose, grid: Grid) -> tuple[_Part | None, _Pose, np.ndarray]:
+def _misplaced(
+    rng: np.random.Generator, part: _Part, pose: _Pose, grid: Grid
+) -> tuple[_Part | None, _Pose, np.ndarray]:
     """Part missing, shifted or turned; the mask is the union of expected and actual footprints (as in MVTec)."""
     size = grid[0].shape[0]
     expected = _footprint(part, pose, grid)
-    mode = str(rng.choice(["missing", "shifted", "turned"], p=[0.2, 0.5, 0.3]))
+    mode = str(rng.choice(["missing", "shifted", "turned"], p=[0.15, 0.55, 0.3]))
     if mode == "missing":
         return None, pose, expected
     sign = float(rng.choice([-1.0, 1.0]))
@@ -445,7 +448,7 @@ def _misplaced(rng: np.random.Generator, part: _Part, pose: _Pose, grid: Grid) -
     return part, moved, expected | _footprint(part, moved, grid)
 
 
-_DEFECTS: dict[str, Defect] = {
+_DEFECTS: dict[str, _Defect] = {
     "bent_lead": _bent_lead,
     "cut_lead": _cut_lead,
     "damaged_case": _damaged_case,
@@ -695,7 +698,9 @@ def _plan(params: SyntheticParams) -> list[_Item]:
     return items
 
 
-def _write_item(root: Path, item: _Item, seed: int, size: int, board: _Board, grid: Grid, lights: tuple[str, ...]) -> None:
+def _write_item(
+    root: Path, item: _Item, seed: int, size: int, board: _Board, grid: Grid, lights: tuple[str, ...]
+) -> None:
     """Render one capture under every requested light and write image(s) and mask."""
     sample_key = _key(item.split, item.label, str(item.index))
     rng = _rng(seed, sample_key)

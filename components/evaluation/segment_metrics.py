@@ -55,9 +55,7 @@ def parse_sample_name(name: str) -> tuple[str, str, str]:
     stem_name = name[:-4] if name.endswith(".png") else name
     tokens = stem_name.split("_")
     if len(tokens) < 3 or tokens[-2] not in RAW_SPLITS or not all(tokens):
-        raise ValueError(
-            f"sample name {name!r} is not <label>_<split>_<stem> with split one of {RAW_SPLITS}"
-        )
+        raise ValueError(f"sample name {name!r} is not <label>_<split>_<stem> with split one of {RAW_SPLITS}")
     return "_".join(tokens[:-2]), tokens[-2], tokens[-1]
 
 
@@ -256,6 +254,8 @@ class SegmentationMetrics:
             raise ValueError(f"target values must lie in [0, {self.num_classes}); got {truth.min()}..{truth.max()}")
         if names is not None and len(names) != len(truth):
             raise ValueError(f"got {len(names)} names for a batch of {len(truth)} images")
+        if len(truth) == 0:
+            return
         c = self.num_classes
         self.confusion += np.bincount((truth * c + pred).ravel(), minlength=c * c).reshape(c, c)
 
@@ -268,7 +268,7 @@ class SegmentationMetrics:
         tp = (true_change & pred_change).sum(axis=(1, 2))
         fp = (~true_change & pred_change).sum(axis=(1, 2))
         fn = (true_change & ~pred_change).sum(axis=(1, 2))
-        scores = change.reshape(len(change), -1).max(axis=1) if change[0].size else np.zeros(len(change))
+        scores = change.reshape(len(change), -1).max(axis=1, initial=0.0)
         pixels = int(np.prod(truth.shape[1:]))
         for i in range(len(truth)):
             name = names[i] if names is not None else f"#{len(self.records)}"
@@ -386,7 +386,7 @@ class SegmentationMetrics:
             metrics[f"class_iou/{c}"] = class_iou[c]
             metrics[f"class_f1/{c}"] = class_f1[c]
         for kind in sorted(self.kind_confusion):
-            k_tn, k_fp, k_fn, k_tp = (int(v) for v in self.kind_confusion[kind])
+            _, k_fp, k_fn, k_tp = (int(v) for v in self.kind_confusion[kind])
             metrics[f"iou/{kind}"] = _ratio(k_tp, k_tp + k_fp + k_fn)
         num_good = sum(1 for r in self.records if r.kind == GOOD_LABEL)
         if num_good:

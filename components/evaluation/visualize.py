@@ -85,7 +85,12 @@ def overlay(
     shapes = {golden_rgb.shape[:2], test_rgb.shape[:2], pred.shape, truth.shape}
     if len(shapes) != 1:
         raise ValueError(f"golden, test and masks must share one HxW size, got {sorted(shapes)}")
-    panels = [golden_rgb, test_rgb, tint(test_rgb, pred, PREDICTION_COLOR, alpha), tint(test_rgb, truth, TRUTH_COLOR, alpha)]
+    panels = [
+        golden_rgb,
+        test_rgb,
+        tint(test_rgb, pred, PREDICTION_COLOR, alpha),
+        tint(test_rgb, truth, TRUTH_COLOR, alpha),
+    ]
     height, width = test_rgb.shape[:2]
     separator = np.full((height, gap, 3), 255, dtype=np.uint8)
     row = np.concatenate([part for panel in panels for part in (panel, separator)][:-1], axis=1)

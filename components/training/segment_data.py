@@ -82,8 +82,8 @@ def _crop_box(draws: torch.Tensor, height: int, width: int, scale: tuple[float, 
     area = height * width * (scale[0] + float(draws[0]) * (scale[1] - scale[0]))
     log_low, log_high = np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1])
     aspect = float(np.exp(log_low + float(draws[1]) * (log_high - log_low)))
-    crop_w = int(round(np.sqrt(area * aspect)))
-    crop_h = int(round(np.sqrt(area / aspect)))
+    crop_w = round(float(np.sqrt(area * aspect)))
+    crop_h = round(float(np.sqrt(area / aspect)))
     crop_w, crop_h = min(max(crop_w, 1), width), min(max(crop_h, 1), height)
     top = min(int(float(draws[3]) * (height - crop_h + 1)), height - crop_h)
     left = min(int(float(draws[2]) * (width - crop_w + 1)), width - crop_w)
@@ -187,7 +187,9 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
         except ImageReadError as error:
             raise SegmentDataError(str(error)) from None
         if not test.shape[:2] == golden.shape[:2] == mask.shape:
-            sizes = ", ".join(f"{p} {a.shape[1]}x{a.shape[0]}" for p, a in zip(paths, (test, golden, mask), strict=True))
+            sizes = ", ".join(
+                f"{p} {a.shape[1]}x{a.shape[0]}" for p, a in zip(paths, (test, golden, mask), strict=True)
+            )
             raise SegmentDataError(f"sample {name}: sizes differ: {sizes}")
         return test, golden, mask
 

@@ -182,6 +182,20 @@ def _finish(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- classification
 
+_CLASSIFY_FILE_COLUMNS = (
+    "object_name",
+    "input_files_present",
+    "golden_files_present",
+    "missing_input_files",
+    "missing_golden_files",
+    "missing_files",
+    "image_decodable",
+    "undecodable_files",
+    "image_width",
+    "image_height",
+    "wrong_size_files",
+)
+
 
 def classify_row_files(
     row: Mapping[str, object], images_dir: Path, lights: Sequence[str], num_golden: int
@@ -259,22 +273,24 @@ def classify_files_table(
     return _finish(pd.DataFrame(rows, columns=_CLASSIFY_FILE_COLUMNS), csv_frame.index)
 
 
-_CLASSIFY_FILE_COLUMNS = (
-    "object_name",
-    "input_files_present",
-    "golden_files_present",
-    "missing_input_files",
-    "missing_golden_files",
+# --------------------------------------------------------------------------- segmentation
+
+_SEGMENT_COLUMNS = (
+    "name",
+    "in_A",
+    "in_B",
+    "in_label",
     "missing_files",
     "image_decodable",
     "undecodable_files",
     "image_width",
     "image_height",
     "wrong_size_files",
+    "mask_binary",
+    "non_binary_mask",
+    "in_other_split",
+    "other_splits",
 )
-
-
-# --------------------------------------------------------------------------- segmentation
 
 
 def _segment_row(
@@ -316,22 +332,3 @@ def segment_table(
         for n in names
     ]
     return _finish(pd.DataFrame(rows, columns=_SEGMENT_COLUMNS), entries.index)
-
-
-_SEGMENT_COLUMNS = (
-    "name",
-    "in_A",
-    "in_B",
-    "in_label",
-    "missing_files",
-    "image_decodable",
-    "undecodable_files",
-    "image_width",
-    "image_height",
-    "wrong_size_files",
-    "mask_binary",
-    "non_binary_mask",
-    "in_other_split",
-    "other_splits",
-)
-

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+from great_expectations.core import ExpectationValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context import EphemeralDataContext
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -145,7 +147,6 @@ class _Check:
     frame: pd.DataFrame | None = None
     error: str | None = None
     note: str | None = None
-    required_columns: tuple[str, ...] = field(default_factory=tuple)
 
 
 # --------------------------------------------------------------------------- public API
@@ -155,8 +156,8 @@ def validate_datasets(params: Params) -> ValidationReport:
     """Validate every prepared dataset file; write Data Docs and ``summary.json``; never raise on bad data."""
     layout = DatasetLayout(params.datasets_dir)
     out_dir = params.paths.artifacts_dir / "validation"
-    checks = plan_checks(params, layout, ImageProber())
     with _quiet_gx(), atomic_dir(out_dir / "data_docs") as docs_staging:
+        checks = plan_checks(params, layout, ImageProber())
         context = _gx_context(docs_staging)
         outcomes = tuple(_run_check(context, check) for check in checks)
         context.build_data_docs(site_names=[DOCS_SITE])
@@ -192,7 +193,7 @@ def plan_checks(params: Params, layout: DatasetLayout, prober: ImageProber) -> l
     return checks
 
 
-def _splits(path_of: Any) -> list[str]:
+def _splits(path_of: Callable[[str], Path]) -> list[str]:
     """Required splits always (a missing one is a failure), ``test`` when its file exists."""
     return [s for s in SPLITS if s in REQUIRED_SPLITS or path_of(s).is_file()]
 
@@ -228,9 +229,7 @@ def _classify_checks(
     return [csv_check, files_check]
 
 
-def _segment_checks(
-    layout: DatasetLayout, size: int, prober: ImageProber, suite: gx.ExpectationSuite
-) -> list[_Check]:
+def _segment_checks(layout: DatasetLayout, size: int, prober: ImageProber, suite: gx.ExpectationSuite) -> list[_Check]:
     """Read every list first: disjointness needs all splits before any table is built."""
     entries: dict[str, pd.DataFrame | DatasetFileError] = {}
     for split in _splits(layout.segment_list):
@@ -238,9 +237,7 @@ def _segment_checks(
             entries[split] = read_segment_entries(layout.segment_list(split))
         except DatasetFileError as error:
             entries[split] = error
-    members = {
-        s: set(frame["name"]) for s, frame in entries.items() if isinstance(frame, pd.DataFrame)
-    }
+    members = {s: set(frame["name"]) for s, frame in entries.items() if isinstance(frame, pd.DataFrame)}
     checks = []
     for split, frame in entries.items():
         path = layout.segment_list(split)
@@ -271,7 +268,7 @@ def _quiet_gx() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _gx_context(docs_dir: Path) -> Any:
+def _gx_context(docs_dir: Path) -> EphemeralDataContext:
     """An in-memory context (nothing of GX's own is left on disk) with one file-system Data Docs site."""
     site = {
         "class_name": "SiteBuilder",
@@ -290,14 +287,14 @@ def _gx_context(docs_dir: Path) -> Any:
     return context
 
 
-def _registered_suite(context: Any, suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
+def _registered_suite(context: EphemeralDataContext, suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
     """Add a suite once; later splits reuse it (GX refuses a second suite of the same name)."""
     if suite.name not in {s.name for s in context.suites.all()}:
         return context.suites.add(suite)
     return context.suites.get(suite.name)
 
 
-def _run_check(context: Any, check: _Check) -> DatasetOutcome:
+def _run_check(context: EphemeralDataContext, check: _Check) -> DatasetOutcome:
     base = {"name": check.name, "suite": check.suite.name, "dataset_file": check.dataset_file, "unit": check.unit}
     if check.frame is None:
         return DatasetOutcome(**base, success=check.error is None, error=check.error, note=check.note)
@@ -317,7 +314,9 @@ def _run_check(context: Any, check: _Check) -> DatasetOutcome:
     return DatasetOutcome(**base, success=all(o.success or o.skipped for o in outcomes), expectations=outcomes)
 
 
-def _expectation_outcome(result: Any, frame: pd.DataFrame, present: set[str]) -> ExpectationOutcome:
+def _expectation_outcome(
+    result: ExpectationValidationResult, frame: pd.DataFrame, present: set[str]
+) -> ExpectationOutcome:
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
     column = kwargs.get("column")

@@ -159,7 +159,14 @@ def _random_batches(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     truth = (rng.random((6, 24, 24)) < 0.2).astype(np.int64)
     truth[4:] = 0
     prob = np.clip(0.35 * truth + 0.65 * rng.random(truth.shape), 0, 1).astype(np.float32)
-    names = ["bent_lead_test_1", "bent_lead_test_2", "cut_lead_test_3", "cut_lead_train_4", "good_test_5", "good_train_6"]
+    names = [
+        "bent_lead_test_1",
+        "bent_lead_test_2",
+        "cut_lead_test_3",
+        "cut_lead_train_4",
+        "good_test_5",
+        "good_train_6",
+    ]
     return prob, truth, names
 
 

@@ -9,8 +9,8 @@ features for dense tasks; NVIDIA TAO's Visual ChangeNet uses these hybrids as it
 
 Layout (strides relative to the input):
 
-* ConvNeXt stem (4x4 conv, stride 4) and two ConvNeXt stages (3 and 3 blocks, 128 then 256
-  channels, strides 4 and 8),
+* ConvNeXt stem (4x4 conv, stride 4) and two ConvNeXt stages (3 and 3 blocks, 3 and 5 for
+  large; 128 then 256 channels, strides 4 and 8),
 * a 2x2 stride-2 convolution that embeds the stride-8 map as stride-16 tokens,
 * Fourier positional encoding (XCiT, El-Nouby et al. 2021) computed for the actual token grid,
   so any input size divisible by 32 works without interpolating a learned table,
@@ -62,7 +62,8 @@ FAN_VARIANTS: dict[str, FanVariant] = {
     "fan_tiny_8_p4_hybrid": FanVariant(depth=8, embed_dim=192, num_heads=8),
     "fan_small_12_p4_hybrid": FanVariant(depth=10, embed_dim=384, num_heads=8),
     "fan_base_16_p4_hybrid": FanVariant(depth=16, embed_dim=448, num_heads=8),
-    "fan_large_16_p4_hybrid": FanVariant(depth=22, embed_dim=480, num_heads=10),
+    # the published large hybrid deepens the second ConvNeXt stage to 5 blocks (76.4M, not 75.3M)
+    "fan_large_16_p4_hybrid": FanVariant(depth=22, embed_dim=480, num_heads=10, convnext_depths=(3, 5)),
 }
 
 _STAGE_CHANNELS = (128, 256)

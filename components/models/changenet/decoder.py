@@ -1,0 +1,124 @@
+"""ChangeFormer-style change decoder with deep supervision, as used by Visual ChangeNet.
+
+Bandara & Patel, "A Transformer-Based Siamese Network for Change Detection" (ChangeFormer,
+IGARSS 2022): features of the two images are projected per level, their *difference* is learnt
+(a small conv net over the concatenation, rather than a fixed ``|a - b|``, so that nuisance
+changes such as lighting can be learnt away), and the per-level difference maps are fused
+top-down, supervised at every level and upsampled to full resolution with transposed
+convolutions. NVIDIA TAO's Visual ChangeNet-Segmentation keeps this decoder on its FAN backbones.
+
+All resizes take their target size from the tensors, so equal-stride levels (FAN's two
+stride-16 levels) are summed without any resampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ChangeDecoder", "DifferenceModule", "ResidualBlock", "SideHead"]
+
+
+def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bilinearly resize ``x`` to ``like``'s spatial size; no op when they already agree."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+
+
+class DifferenceModule(nn.Sequential):
+    """Learnt difference of two projected feature maps: concat -> conv3x3 -> ReLU -> BN -> conv3x3 -> ReLU."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(
+            _conv3x3(2 * dim, dim),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm2d(dim),
+            _conv3x3(dim, dim),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SideHead(nn.Sequential):
+    """Per-level prediction for deep supervision: conv3x3 -> ReLU -> BN -> conv3x3 to class logits."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__(_conv3x3(dim, dim), nn.ReLU(inplace=True), nn.BatchNorm2d(dim), _conv3x3(dim, num_classes))
+
+
+class ResidualBlock(nn.Module):
+    """Basic residual block (He et al., CVPR 2016) that refines each upsampled map."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(dim),
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+class ChangeDecoder(nn.Module):
+    """Four-level Siamese change decoder; returns logits ``[c4, c3, c2, c1, final]`` (coarsest first).
+
+    Args:
+        in_channels: channels of the four backbone levels, finest first.
+        embed_dim: width of the decoder (TAO: 256).
+        num_classes: output classes (2 for change / no change).
+    """
+
+    def __init__(self, in_channels: Sequence[int], embed_dim: int = 256, num_classes: int = 2) -> None:
+        super().__init__()
+        if len(in_channels) != 4:
+            raise ValueError(f"ChangeDecoder needs 4 levels, got {len(in_channels)}")
+        # shared between the two images: a projection is part of the Siamese feature extractor
+        self.projections = nn.ModuleList(nn.Conv2d(c, embed_dim, kernel_size=1) for c in in_channels)
+        self.differences = nn.ModuleList(DifferenceModule(embed_dim) for _ in in_channels)
+        self.side_heads = nn.ModuleList(SideHead(embed_dim, num_classes) for _ in in_channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(len(in_channels) * embed_dim, embed_dim, kernel_size=1, bias=False), nn.BatchNorm2d(embed_dim)
+        )
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=4, stride=2, padding=1),
+            ResidualBlock(embed_dim),
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=4, stride=2, padding=1),
+            ResidualBlock(embed_dim),
+        )
+        self.classifier = _conv3x3(embed_dim, num_classes)
+
+    def forward(
+        self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor], out_size: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Decode the two images' pyramids (finest first) into five logit maps.
+
+        ``out_size``: (H, W) of the input images; the final map is resized to it when the finest
+        level is not at stride 4 (a backbone whose first kept level is coarser).
+        """
+        diffs: list[torch.Tensor] = []
+        side: list[torch.Tensor] = []
+        for level in reversed(range(len(feats_a))):  # coarsest first: top-down fusion
+            proj = self.projections[level]
+            diff = self.differences[level](torch.cat([proj(feats_a[level]), proj(feats_b[level])], dim=1))
+            if diffs:
+                diff = diff + _resize(diffs[-1], diff)
+            diffs.append(diff)
+            side.append(self.side_heads[level](diff))
+        finest = diffs[-1]
+        fused = self.fuse(torch.cat([_resize(diff, finest) for diff in diffs], dim=1))
+        final = self.classifier(self.upsample(fused))
+        if out_size is not None and tuple(final.shape[-2:]) != tuple(out_size):
+            final = F.interpolate(final, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return (*side, final)
