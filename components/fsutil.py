@@ -17,12 +17,25 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _publish_mode(path: Path, directory: bool) -> None:
+    """Give a temp file/dir the mode a plain ``open``/``mkdir`` would have (mkstemp uses 0600/0700)."""
+    base = 0o777 if directory else 0o666
+    path.chmod(base & ~_umask())
+
+
 @contextmanager
 def atomic_dir(target: Path | str) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _publish_mode(staging, directory=True)
     try:
         yield staging
     except BaseException:
@@ -54,6 +67,7 @@ def atomic_file(target: Path | str, mode: str = "w") -> Iterator[Any]:
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
+        _publish_mode(tmp, directory=False)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

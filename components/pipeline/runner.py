@@ -17,7 +17,7 @@ def run_stage(name: str, params_path: Path | str, parent_run_id: str | None = No
     """Load params, run stage ``name`` and log its metrics to a nested MLflow run."""
     import mlflow
 
-    from components.tracking import log_metrics, run_tags, tracking_uri
+    from components.tracking import log_metrics, run_tags, tracking_uri, tree_hash
 
     params = load_params(params_path)
     stage = get_stage(name)
@@ -39,6 +39,7 @@ def run_stage(name: str, params_path: Path | str, parent_run_id: str | None = No
             raise StageError(f"stage '{name}' failed: {error}") from error
         metrics = {**metrics, f"{name}/seconds": time.perf_counter() - started}
         log_metrics(metrics)
+        mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
     return metrics
 
 
@@ -61,10 +62,12 @@ def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
 def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str, float]) -> None:
     import mlflow
 
-    from components.tracking import tracking_uri
+    from components.tracking import tracking_uri, tree_hash
 
     mlflow.set_tracking_uri(tracking_uri(params))
     client = mlflow.MlflowClient()
+    # The raw data may only exist now (synth ran inside this pipeline run).
+    client.set_tag(run_id, "data_hash", tree_hash(params.raw_category_dir))
     stamp = int(time.time() * 1000)
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value), timestamp=stamp)

@@ -95,7 +95,7 @@ STAGES: tuple[Stage, ...] = (
         entrypoint="components.pipeline.steps:train_segment",
         description="Train Visual ChangeNet-Segmentation (Lightning), best checkpoint on val change-IoU.",
         # The validation report is a dependency so training never starts on data that failed it.
-        deps=(DATASETS, "${paths.artifacts_dir}/validation", "components/models/changenet", "components/training"),
+        deps=(DATASETS, f"{METRICS}/validation.json", "components/models/changenet", "components/training"),
         params=("seed", "segment.model", "segment.train"),
         outs=("${paths.artifacts_dir}/models/segment",),
         metrics=(f"{METRICS}/segment_train.json",),

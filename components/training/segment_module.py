@@ -78,8 +78,9 @@ class ChangeSegmentModule(L.LightningModule):
         values = {f"val/{k}": float(metrics[k]) for k in keys if k in metrics}
         # nan (e.g. nothing predicted yet) would break "max" checkpointing: count it as 0 there.
         values = {k: (0.0 if v != v else v) for k, v in values.items()}
-        self.log_dict(values, prog_bar=False, sync_dist=False, rank_zero_only=False)
-        self.log(MONITOR, values.get(MONITOR, 0.0), prog_bar=True, sync_dist=False)
+        values.setdefault(MONITOR, 0.0)
+        for key, value in values.items():
+            self.log(key, value, prog_bar=key == MONITOR, sync_dist=False)
 
     def _gathered_metrics(self) -> SegmentationMetrics:
         """Merge every rank's metric state so that DDP reports the metrics of the whole split."""

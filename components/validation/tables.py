@@ -17,10 +17,12 @@ looks for in the file:
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -101,21 +103,56 @@ class ImageProber:
 # --------------------------------------------------------------------------- reading
 
 
-def read_classify_csv(path: Path) -> pd.DataFrame:
-    """The CSV exactly as written, all cells as text, index = 1-based data row.
+@dataclass(frozen=True)
+class CsvTable:
+    """A classification CSV as written (index ``row``) and the file line each row sits on."""
 
-    Only empty cells count as null: a label such as ``NA`` or ``None`` is a bad label,
-    not a missing one, so pandas' default NA spellings are switched off.
+    frame: pd.DataFrame
+    lines: dict[int, int]
+
+
+def read_classify_csv(path: Path) -> CsvTable:
+    """The CSV exactly as written: all cells text, blank cells None, index = 1-based data row.
+
+    Parsed with :mod:`csv` rather than pandas, which would silently turn a row with one
+    field too many into an index column, mangle a repeated header name, and forget
+    the line numbers of rows after a blank line. Only blank cells are null: ``NA`` or
+    ``None`` is a bad label, not a missing one.
     """
     if not path.is_file():
         raise DatasetFileError(f"{path}: dataset file not found")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        with path.open(newline="") as handle:
+            header, records, lines = _parse_csv(path, handle)
+    except (csv.Error, UnicodeDecodeError) as error:
         raise DatasetFileError(f"{path}: cannot parse as CSV ({error})") from None
-    frame = frame.astype(object).where(frame.notna(), None)
-    frame.index = pd.RangeIndex(1, len(frame) + 1, name=ROW_INDEX)
-    return frame
+    frame = pd.DataFrame(records, columns=header, dtype=object)
+    frame.index = pd.RangeIndex(1, len(records) + 1, name=ROW_INDEX)
+    return CsvTable(frame=frame, lines=dict(zip(frame.index, lines, strict=True)))
+
+
+def _parse_csv(path: Path, handle: TextIO) -> tuple[list[str], list[list[str | None]], list[int]]:
+    """Header, padded data rows (blank cell -> None) and line numbers; malformed shapes raise."""
+    reader = csv.reader(handle)
+    header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+    if header is None:
+        raise DatasetFileError(f"{path}: empty file, no CSV header")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DatasetFileError(f"{path}: header repeats column(s) {', '.join(repeated)}")
+    records: list[list[str | None]] = []
+    lines: list[int] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > len(header):
+            raise DatasetFileError(
+                f"{path}: line {reader.line_num} has {len(row)} fields but the header has {len(header)}"
+            )
+        cells = [cell if cell.strip() else None for cell in row]
+        records.append(cells + [None] * (len(header) - len(cells)))
+        lines.append(reader.line_num)
+    return header, records, lines
 
 
 def read_segment_entries(path: Path) -> pd.DataFrame:

@@ -65,7 +65,7 @@ MAX_LISTED = 10
 """Failing rows quoted per failure line; the summary keeps twice as many."""
 
 UNITS = {
-    "row": "row = CSV data row counted from 1 after the header, i.e. file line row+1",
+    "row": "row = 1-based CSV data row, header not counted; line = line in the file",
     "line": "line = 1-based line number in the list file",
 }
 
@@ -145,6 +145,7 @@ class _Check:
     dataset_file: Path
     unit: str
     frame: pd.DataFrame | None = None
+    lines: Mapping[int, int] | None = None  # CSV: data row -> file line
     error: str | None = None
     note: str | None = None
 
@@ -209,11 +210,12 @@ def _classify_checks(
     path = layout.classify_csv(split)
     csv_check = _Check(f"classify_{split}_csv", label_suite, path, "row")
     try:
-        csv_check.frame = read_classify_csv(path)
+        table = read_classify_csv(path)
     except DatasetFileError as error:
         csv_check.error = str(error)
         return [csv_check]
-    files_check = _Check(f"classify_{split}_files", files_suite, path, "row")
+    csv_check.frame, csv_check.lines = table.frame, table.lines
+    files_check = _Check(f"classify_{split}_files", files_suite, path, "row", lines=table.lines)
     lacking = missing_locating_columns(csv_check.frame)
     if lacking:
         files_check.note = f"images not checked: the CSV lacks column(s) {', '.join(lacking)}"
@@ -273,7 +275,8 @@ def _gx_context(docs_dir: Path) -> EphemeralDataContext:
     site = {
         "class_name": "SiteBuilder",
         "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        # GX refuses a relative base_directory in a context without a root directory.
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
     config = DataContextConfig(
@@ -310,13 +313,11 @@ def _run_check(context: EphemeralDataContext, check: _Check) -> DatasetOutcome:
         run_id=RunIdentifier(run_name=RUN_NAME),
     )
     present = set(check.frame.columns)
-    outcomes = tuple(_expectation_outcome(r, check.frame, present) for r in result.results)
+    outcomes = tuple(_expectation_outcome(r, check, present) for r in result.results)
     return DatasetOutcome(**base, success=all(o.success or o.skipped for o in outcomes), expectations=outcomes)
 
 
-def _expectation_outcome(
-    result: ExpectationValidationResult, frame: pd.DataFrame, present: set[str]
-) -> ExpectationOutcome:
+def _expectation_outcome(result: ExpectationValidationResult, check: _Check, present: set[str]) -> ExpectationOutcome:
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
     column = kwargs.get("column")
@@ -325,8 +326,9 @@ def _expectation_outcome(
     if error is not None:
         return ExpectationOutcome(**base, error=error, skipped=column is not None and column not in present)
     details = result.result or {}
+    frame = check.frame if check.frame is not None else pd.DataFrame()
     index = sorted(_index_value(item, frame.index.name) for item in details.get("unexpected_index_list") or [])
-    failing = tuple(_describe_row(frame, i, column, config.meta or {}) for i in index)
+    failing = tuple(_describe_row(frame, i, column, config.meta or {}, check.lines) for i in index)
     if not failing and not result.success:
         failing = (_describe_table_failure(config.type, kwargs, details),)
     return ExpectationOutcome(**base, unexpected_count=int(details.get("unexpected_count") or 0), failing=failing)
@@ -350,15 +352,19 @@ def _exception_message(info: Mapping[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------------- wording
 
 
-def _describe_row(frame: pd.DataFrame, index: int, column: str | None, meta: Mapping[str, Any]) -> str:
-    """``row 3: missing a.png; b.png`` (files from the detail column) or ``row 3: 'value'``."""
-    unit = frame.index.name or "row"
+def _describe_row(
+    frame: pd.DataFrame, index: int, column: str | None, meta: Mapping[str, Any], lines: Mapping[int, int] | None
+) -> str:
+    """``row 3 (line 4): missing a.png; b.png`` (files from the detail column) or ``line 3: 'value'``."""
+    unit = f"{frame.index.name or 'row'} {index}"
+    if lines and index in lines:
+        unit += f" (line {lines[index]})"
     detail = meta.get("detail_column")
     if detail and detail in frame.columns and frame.at[index, detail]:
         verb = meta.get("detail_verb")
-        return f"{unit} {index}: {verb + ' ' if verb else ''}{frame.at[index, detail]}"
+        return f"{unit}: {verb + ' ' if verb else ''}{frame.at[index, detail]}"
     value = frame.at[index, column] if column in frame.columns else None
-    return f"{unit} {index}: {'empty' if value is None else repr(value)}"
+    return f"{unit}: {'empty' if value is None else repr(value)}"
 
 
 def _describe_table_failure(kind: str, kwargs: Mapping[str, Any], details: Mapping[str, Any]) -> str:
@@ -425,3 +431,7 @@ __all__ = [
     "format_failures",
     "validate_datasets",
 ]
+
+
+class DataValidationError(RuntimeError):
+    """The prepared datasets failed validation; the message lists every failure (see :func:`format_failures`)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,10 +161,26 @@ def test_good_data_passes_writes_docs_and_summary_and_leaves_datasets_alone(
     assert "Calculating Metrics" not in captured.err + captured.out
 
 
+def test_relative_paths_as_in_params_yaml(params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    """params.yaml says ``artifacts``; GX's Data Docs site needs an absolute folder, which we derive."""
+    monkeypatch.chdir(params.paths.artifacts_dir.parent)
+    relative = parse_params(
+        {
+            "paths": {"data_dir": "data", "artifacts_dir": "artifacts"},
+            "data": {"image_size": SIZE, "lighting_conditions": list(LIGHTS)},
+        }
+    )
+    report = validate_datasets(relative)
+    assert report.success, format_failures(report)
+    assert Path("artifacts/validation/data_docs/index.html").is_file()
+
+
 def test_optional_test_split_is_validated_when_present(params: Params, layout: DatasetLayout) -> None:
     layout.classify_csv("test").write_text(_csv_text([("PASS", "good_a"), ("Nope", "bent_b")]))
     report = validate_datasets(params)
-    assert _failures_about(report.failures, "test.csv", "expect_column_values_to_match_regex(label)", "row 2: 'Nope'")
+    assert _failures_about(
+        report.failures, "test.csv", "expect_column_values_to_match_regex(label)", "row 2 (line 3): 'Nope'"
+    )
 
 
 # --------------------------------------------------------------------------- broken cases
@@ -215,6 +233,14 @@ def _header_only_csv(layout: DatasetLayout) -> None:
     layout.classify_csv("train").write_text(",".join(CLASSIFY_COLUMNS) + "\n")
 
 
+def _append_to_csv(text: str) -> Callable:
+    def damage(layout: DatasetLayout) -> None:
+        with layout.classify_csv("train").open("a") as handle:
+            handle.write(text)
+
+    return damage
+
+
 def _write_list(split: str, text: str) -> Callable:
     def damage(layout: DatasetLayout) -> None:
         layout.segment_list(split).write_text(text)
@@ -237,18 +263,23 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
         _rewrite_csv(columns=("label", "input_path", "golden_path", "object_name")),
         (TRAIN_CSV, "expect_table_columns_to_match_ordered_list", "wrong order"),
     ),
-    "csv_null_label": (_null_label, (TRAIN_CSV, "expect_column_values_to_not_be_null(label)", "row 2: empty")),
+    "csv_null_label": (_null_label, (TRAIN_CSV, "expect_column_values_to_not_be_null(label)", "row 2 (line 3): empty")),
     "csv_badly_shaped_label": (
         _rewrite_csv(rows=[("PASS", "good_a"), ("Bent Lead", "bent_b"), ("PASS", "good_c")]),
-        (TRAIN_CSV, "expect_column_values_to_match_regex(label)", "row 2: 'Bent Lead'"),
+        (TRAIN_CSV, "expect_column_values_to_match_regex(label)", "row 2 (line 3): 'Bent Lead'"),
     ),
     "csv_unknown_defect_kind": (
         _rewrite_csv(rows=[("PASS", "good_a"), ("scratch", "bent_b"), ("PASS", "good_c")]),
-        (TRAIN_CSV, "expect_column_values_to_be_in_set(label)", "row 2: 'scratch'"),
+        (TRAIN_CSV, "expect_column_values_to_be_in_set(label)", "row 2 (line 3): 'scratch'"),
     ),
     "csv_duplicate_object_name": (
         _rewrite_csv(rows=[("PASS", "good_a"), ("bent_lead", "bent_b"), ("PASS", "good_a")]),
-        (TRAIN_CSV, "expect_column_values_to_be_unique(object_name)", "row 1: 'good_a'", "row 3: 'good_a'"),
+        (
+            TRAIN_CSV,
+            "expect_column_values_to_be_unique(object_name)",
+            "row 1 (line 2): 'good_a'",
+            "row 3 (line 4): 'good_a'",
+        ),
     ),
     "csv_header_only": (_header_only_csv, (TRAIN_CSV, "expect_table_row_count_to_be_between", "0 rows")),
     "input_light_missing": (
@@ -256,7 +287,7 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
         (
             TRAIN_CSV,
             "expect_column_values_to_be_in_set(input_files_present)",
-            "row 2: missing",
+            "row 2 (line 3): missing",
             "input/bent_b/bent_b_UniformLight.png",
         ),
     ),
@@ -265,7 +296,7 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
         (
             "classify/val.csv",
             "expect_column_values_to_be_in_set(golden_files_present)",
-            "row 2: missing",
+            "row 2 (line 3): missing",
             "golden/cut_e/cut_e_SolderLight.png",
         ),
     ),
@@ -274,7 +305,7 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
         (
             TRAIN_CSV,
             "expect_column_values_to_be_in_set(image_decodable)",
-            "row 3: cannot decode",
+            "row 3 (line 4): cannot decode",
             "golden/good_c/good_c_UniformLight.png",
         ),
     ),
@@ -283,7 +314,7 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
         (
             TRAIN_CSV,
             "expect_column_values_to_be_in_set(image_width)",
-            "row 1: not 64x64:",
+            "row 1 (line 2): not 64x64:",
             "good_a_SolderLight.png (48x64)",
         ),
     ),
@@ -314,6 +345,18 @@ BROKEN_CASES: dict[str, tuple[Callable[[DatasetLayout], None], tuple[str, ...]]]
             "expect_column_values_to_be_in_set(in_other_split)",
             "line 2: also listed in train.txt",
         ),
+    ),
+    "csv_row_with_extra_field": (
+        _append_to_csv("input/x,golden/x,PASS,x,surplus\n"),
+        (TRAIN_CSV, "line 5 has 5 fields but the header has 4"),
+    ),
+    "csv_repeated_header_column": (
+        _rewrite_csv(columns=(*CLASSIFY_COLUMNS, "label")),
+        (TRAIN_CSV, "header repeats column(s) label"),
+    ),
+    "csv_blank_line_keeps_line_numbers": (
+        _append_to_csv("\ninput/y,golden/y,Bad,y\n"),
+        (TRAIN_CSV, "expect_column_values_to_match_regex(label)", "row 4 (line 6): 'Bad'"),
     ),
     "missing_csv": (_unlink("classify/val.csv"), ("classify/val.csv", "dataset file not found")),
     "missing_list": (_unlink("segment/list/val.txt"), ("segment/list/val.txt", "dataset file not found")),
@@ -358,7 +401,7 @@ def test_summary_and_cli_text_name_failing_rows(params: Params, layout: DatasetL
     presence = next(e for e in files["expectations"] if e["column"] == "input_files_present")
     assert presence["success"] is False
     assert presence["unexpected_count"] == 2
-    assert [f.split(":")[0] for f in presence["first_failures"]] == ["row 2", "row 3"]
+    assert [f.split(":")[0] for f in presence["first_failures"]] == ["row 2 (line 3)", "row 3 (line 4)"]
     assert "header" in files["index"]
     text = format_failures(report)
     assert text.startswith("Data validation failed: 1 problem(s).")
@@ -369,6 +412,12 @@ def test_label_shape_alone_is_checked_without_raw_category(params: Params, layou
     shutil.rmtree(params.raw_category_dir)
     _rewrite_csv(rows=[("PASS", "good_a"), ("scratch", "bent_b"), ("PASS", "good_c")])(layout)
     assert validate_datasets(params).success
+
+
+def test_package_import_does_not_load_great_expectations() -> None:
+    """The CLI imports this package for ``--help``; GX's seconds-long import waits for first use."""
+    code = "import sys, components.validation; assert 'great_expectations' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_list_entries_keep_their_line_numbers(tmp_path: Path) -> None:

@@ -269,12 +269,22 @@ class FanHybrid(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_chans, c1, kernel_size=4, stride=4), LayerNorm2d(c1))
         self.stages = nn.Sequential(
             ConvNeXtStage(
-                c1, c1, stride=1, depth=convnext_depths[0], ls_init_value=convnext_layer_scale_init,
-                norm_layer=LayerNorm2d, norm_layer_cl=LayerNorm,
+                c1,
+                c1,
+                stride=1,
+                depth=convnext_depths[0],
+                ls_init_value=convnext_layer_scale_init,
+                norm_layer=LayerNorm2d,
+                norm_layer_cl=LayerNorm,
             ),
             ConvNeXtStage(
-                c1, c2, stride=2, depth=convnext_depths[1], ls_init_value=convnext_layer_scale_init,
-                norm_layer=LayerNorm2d, norm_layer_cl=LayerNorm,
+                c1,
+                c2,
+                stride=2,
+                depth=convnext_depths[1],
+                ls_init_value=convnext_layer_scale_init,
+                norm_layer=LayerNorm2d,
+                norm_layer_cl=LayerNorm,
             ),
         )
         self.patch_embed = nn.Conv2d(c2, embed_dim, kernel_size=2, stride=2)

@@ -98,9 +98,10 @@ class DeepSupervisionLoss(nn.Module):
         for name, weight, logits in zip(OUTPUT_NAMES, self.weights, outputs, strict=True):
             if weight == 0.0:
                 continue  # no graph at all, so this head gets no gradient from the loss
+            logits = logits.float()  # sums over ~10^6 pixels: not in half precision
             if logits.shape[-2:] != target.shape[-2:]:
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            ce = F.cross_entropy(logits, target, weight=class_weights.to(logits.dtype))
+            ce = F.cross_entropy(logits, target, weight=class_weights)
             change_prob = 1.0 - logits.softmax(dim=1)[:, 0]
             dice = soft_dice_loss(change_prob, changed, self.smooth)
             total = total + weight * (ce + self.dice_weight * dice)

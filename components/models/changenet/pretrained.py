@@ -27,6 +27,7 @@ __all__ = [
     "PACKAGE_WEIGHTS",
     "LoadReport",
     "PackageWeights",
+    "PretrainedLoadError",
     "PretrainedWeightsError",
     "convert_efficientnet_pytorch",
     "load_state_dict_into",
@@ -43,6 +44,10 @@ _LIST_LIMIT = 25
 
 class PretrainedWeightsError(RuntimeError):
     """Backbone weights that cannot be loaded as asked; the message says which file/keys and what to do."""
+
+
+PretrainedLoadError = PretrainedWeightsError
+"""Alias: the name the CLI's friendly-error list looks up."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +299,7 @@ def load_state_dict_into(
     report = LoadReport(source=source)
     report.prefix = _detect_prefix(state_dict, canon_targets) if prefix is None else prefix
     matched: dict[str, torch.Tensor] = {}
+    wrong_shape: set[str] = set()
     for key, tensor in state_dict.items():
         if not key.startswith(report.prefix):
             report.ignored.append(key)
@@ -306,12 +312,15 @@ def load_state_dict_into(
             else:
                 report.unexpected.append(key)
         elif tuple(tensor.shape) != tuple(target[target_key].shape):
+            wrong_shape.add(target_key)
             report.mismatched.append(
                 f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(target[target_key].shape)}"
             )
         else:
             matched[target_key] = tensor
-    report.missing = [k for k in target if k not in matched and not k.endswith(_BENIGN_MISSING)]
+    report.missing = [
+        k for k in target if k not in matched and k not in wrong_shape and not k.endswith(_BENIGN_MISSING)
+    ]
     report.loaded = len(matched)
 
     details = (

@@ -1,0 +1,59 @@
+"""The Prefect flow runs the stage graph, tracks it in MLflow and names the stage that fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.config import load_params
+from flows.pipeline import pipeline_flow
+from tests.conftest import write_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _runs(params_path: Path) -> list[mlflow.entities.Run]:
+    params = load_params(params_path)
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    return mlflow.search_runs([experiment.experiment_id], output_format="list")
+
+
+def test_data_stages_run_as_child_runs_of_one_pipeline_run(prefect_server: None, tmp_path: Path) -> None:
+    params_path = write_params(tmp_path)
+    results = pipeline_flow(params_path=str(params_path), until="validate")
+    assert list(results) == ["synth", "prepare", "validate"]
+    assert results["prepare"]["segment/train"] > 0
+    assert results["validate"]["validation/success"] == 1.0
+
+    runs = _runs(params_path)
+    parents = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"synth", "prepare", "validate"}
+    assert children["prepare"].data.metrics["segment/val"] == results["prepare"]["segment/val"]
+    for run in [parent, *children.values()]:
+        assert run.data.tags["git_commit"]
+        assert len(run.data.tags["data_hash"]) == 16
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    keys = {a.key for a in artifact}
+    assert "inspectops-pipeline-summary" in keys
+
+
+def test_a_failing_stage_is_named_and_the_parent_run_marked_failed(prefect_server: None, tmp_path: Path) -> None:
+    params_path = write_params(tmp_path, data={"source": "mvtec"})  # nothing ingested: prepare must fail
+    with pytest.raises(Exception, match="stage 'prepare' failed"):
+        pipeline_flow(params_path=str(params_path), until="validate")
+    runs = _runs(params_path)
+    parent = next(r for r in runs if r.data.tags.get("kind") == "pipeline")
+    assert parent.info.status == "FAILED"
+    failed = next(r for r in runs if r.data.tags.get("stage") == "prepare")
+    assert "category folder not found" in failed.data.tags["failure"]

@@ -1,0 +1,104 @@
+"""A short real training on synthetic data: loss falls, MLflow gets the run, checkpoints resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.config import Params
+from components.evaluation.evaluate_segment import evaluate_segment
+from components.training.segment_module import CheckpointError, load_module
+from components.training.train_segment import model_dir, train_segment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_project: Path) -> tuple[Params, dict[str, float]]:
+    from components.config import load_params
+
+    params = load_params(prepared_project)
+    return params, train_segment(params)
+
+
+def _run(params: Params) -> mlflow.entities.Run:
+    run_id = json.loads((model_dir(params) / "run.json").read_text())["run_id"]
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    return mlflow.get_run(run_id)
+
+
+def test_training_lowers_the_loss_and_logs_to_mlflow(trained: tuple[Params, dict[str, float]]) -> None:
+    params, metrics = trained
+    assert metrics["train/epochs"] == 2
+    assert metrics["train/pairs_per_second"] > 0
+    assert (model_dir(params) / "best.ckpt").is_file()
+    assert (model_dir(params) / "last.ckpt").is_file()
+    run = _run(params)
+    client = mlflow.MlflowClient()
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss_epoch")]
+    assert len(losses) == 2
+    assert losses[-1] < losses[0]
+    assert "val/iou" in run.data.metrics
+    assert run.data.tags["git_commit"]
+    assert run.data.tags["data_hash"] not in ("", "missing")
+    assert run.data.params["segment.model.backbone"] == "tf_efficientnet_lite0"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "checkpoints" in artifacts
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    assert [m.name for m in logged] == ["model"]
+
+
+def test_evaluate_writes_metrics_and_pictures_into_the_training_run(trained: tuple[Params, dict[str, float]]) -> None:
+    params, _ = trained
+    results = evaluate_segment(params)
+    written = json.loads((params.metrics_dir / "segment.json").read_text())
+    assert set(results) == set(written)
+    for key in ("val/iou", "val/precision", "val/recall", "val/f1", "val/oa", "val/image_auroc"):
+        assert key in written
+    assert 0.0 <= written["val/oa"] <= 1.0
+    plots = params.paths.artifacts_dir / "plots" / "segment"
+    assert (plots / "val_pr_curve.png").is_file()
+    assert len(list((plots / "overlays").glob("*.png"))) == 2
+    run = _run(params)
+    assert "final/val/iou" in run.data.metrics
+    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/overlays" in paths
+
+
+def test_resume_continues_from_the_last_checkpoint(trained: tuple[Params, dict[str, float]], tmp_path: Path) -> None:
+    params, _ = trained
+    last = tmp_path / "last.ckpt"
+    shutil.copy2(model_dir(params) / "last.ckpt", last)
+    resumed = params.model_copy(
+        update={
+            "segment": params.segment.model_copy(
+                update={"train": params.segment.train.model_copy(update={"epochs": 3, "resume_from": last})}
+            )
+        }
+    )
+    metrics = train_segment(resumed)
+    assert metrics["train/epochs"] == 3
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(CheckpointError, match="not found"):
+        load_module(missing)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.ckpt"):
+        load_module(garbage)
+    import torch
+
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
+        load_module(foreign)
