@@ -1,0 +1,193 @@
+"""Benchmark Visual ChangeNet-Segmentation on the real MVTec AD transistor category.
+
+Ingests the category, prepares TAO's 212/91 split, measures the difference baseline,
+trains the default backbone within a CPU time budget (with and without its ImageNet
+weights), evaluates on val, measures training throughput, and records everything in
+``benchmarks/results/segment_transistor.json`` and ``benchmarks/RESULTS.md``.
+
+    python benchmarks/segment_transistor.py --minutes 15
+    python benchmarks/segment_transistor.py --data /path/to/mvtec/transistor --variants pretrained
+
+The data path defaults to ``../shared/data/mvtec_ad_256/transistor`` (never committed: CC BY-NC-SA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from components.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_JSON = REPO / "benchmarks" / "results" / "segment_transistor.json"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+TAO_CARD = {"precision": 94.5, "recall": 89.8, "f1": 92.0, "iou": 86.15, "oa": 99.57}
+MARK_BEGIN = "<!-- segment_transistor:begin -->"
+MARK_END = "<!-- segment_transistor:end -->"
+
+
+def write_params(workdir: Path, minutes: float, pretrained: str, backbone: str, extra: dict[str, Any]) -> Path:
+    """Repository params with this benchmark's data, budget and tracking store."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / f"artifacts-{pretrained}")}
+    raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"]})
+    raw["tracking"].update({"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "benchmark-transistor"})
+    train = raw["segment"]["train"]
+    train.update({"max_minutes": minutes})
+    raw["segment"]["model"].update({"pretrained": pretrained, "backbone": backbone})
+    for dotted, value in extra.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path = workdir / f"params-{pretrained}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def measure_throughput(backbone: str, batch: int = 8, size: int = 256, steps: int = 4) -> float:
+    """Training pairs/s (forward + deep-supervision loss + backward + AdamW step) on this machine."""
+    from components.models.changenet.losses import DeepSupervisionLoss
+    from components.models.changenet.model import ChangeNetSegment
+
+    torch.manual_seed(0)
+    model = ChangeNetSegment(backbone=backbone).train()
+    loss_fn = DeepSupervisionLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    test, golden = torch.rand(batch, 3, size, size), torch.rand(batch, 3, size, size)
+    mask = (torch.rand(batch, size, size) > 0.98).long()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss, _ = loss_fn(model(test, golden), mask)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from components.data.ingest import ingest
+    from components.evaluation.baselines import difference_baseline
+    from components.evaluation.evaluate_segment import evaluate_segment
+    from components.pipeline import steps
+    from components.training.train_segment import train_segment
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = {k: yaml.safe_load(v) for k, v in overrides.items()}
+    results: dict[str, Any] = {
+        "data": str(args.data),
+        "minutes_budget": args.minutes,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "overrides": overrides,
+        "variants": {},
+    }
+    started = time.perf_counter()
+    ingest(Path(args.data), "transistor", workdir / "data" / "mvtec")
+    results["ingest_seconds"] = time.perf_counter() - started
+    for variant in args.variants:
+        params_path = write_params(workdir, args.minutes, variant, args.backbone, overrides)
+        params = load_params(params_path)
+        started = time.perf_counter()
+        counts = steps.prepare(params)
+        results["prepare_seconds"] = time.perf_counter() - started
+        results["split"] = {"train": counts["segment/train"], "val": counts["segment/val"]}
+        steps.validate(params)
+        results["difference_baseline"] = difference_baseline(params.datasets_dir, "val")
+        print(f"[{variant}] training {args.backbone} for up to {args.minutes} min", flush=True)
+        trained = train_segment(params)
+        evaluated = evaluate_segment(params)
+        results["variants"][variant] = {"train": trained, "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")}}
+        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    if args.throughput:
+        torch.set_num_threads(torch.get_num_threads())
+        results["throughput"] = {name: measure_throughput(name) for name in (args.backbone, "fan_small_12_p4_hybrid")}
+    RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    return results
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The RESULTS.md section: measured numbers beside the TAO card and the difference baseline."""
+    base = results.get("difference_baseline", {})
+    lines = [
+        MARK_BEGIN,
+        "## ChangeNet-Segmentation on MVTec AD transistor (val, 91 images)",
+        "",
+        f"`python benchmarks/segment_transistor.py --minutes {results['minutes_budget']:g}` on {results['machine']}, "
+        f"torch {results['torch']}; split {results.get('split')}; CPU training budget {results['minutes_budget']:g} min per variant.",
+        "",
+        "| model | P | R | F1 | IoU | OA | mIoU | image AUROC | epochs | train pairs/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| TAO card: FAN-Hybrid-Base, ImageNet-pretrained | 94.5 | 89.8 | 92.0 | 86.15 | 99.57 | | | | |",
+        f"| difference baseline (best threshold on val) | {_pct(base.get('precision'))} | {_pct(base.get('recall'))} | "
+        f"{_pct(base.get('f1'))} | {_pct(base.get('iou'))} | | | | | |",
+    ]
+    for variant, data in results["variants"].items():
+        v, t = data["val"], data["train"]
+        label = "ImageNet (PyPI package)" if variant == "package" else "from scratch" if variant == "none" else variant
+        lines.append(
+            f"| {results.get('backbone', 'tf_efficientnet_lite0')}, {label} | {_pct(v.get('precision'))} | {_pct(v.get('recall'))} | "
+            f"{_pct(v.get('f1'))} | {_pct(v.get('iou'))} | {_pct(v.get('oa'))} | {_pct(v.get('miou'))} | "
+            f"{_pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/pairs_per_second', 0):.1f} |"
+        )
+    per_kind = {variant: {k[4:]: v for k, v in data["val"].items() if k.startswith("iou/")} for variant, data in results["variants"].items()}
+    if per_kind:
+        kinds = sorted({k for d in per_kind.values() for k in d})
+        lines += ["", "Change-class IoU per defect kind (val):", "", "| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+        for variant, d in per_kind.items():
+            lines.append(f"| {variant} | " + " | ".join(_pct(d.get(k)) for k in kinds) + " |")
+    if "throughput" in results:
+        lines += ["", "Training throughput, 256x256 pairs, batch 8, forward+backward+AdamW, CPU:", "", "| backbone | pairs/s |", "|---|---|"]
+        lines += [f"| {name} | {value:.2f} |" for name, value in results["throughput"].items()]
+    lines.append(MARK_END)
+    return "\n".join(lines)
+
+
+def update_results_md(section: str) -> None:
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    RESULTS_MD.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mvtec_ad_256" / "transistor"))
+    parser.add_argument("--minutes", type=float, default=15.0, help="CPU training budget per variant")
+    parser.add_argument("--workdir", default="/tmp/inspectops-bench-transistor")
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--variants", nargs="+", default=["package", "none"], help="pretrained sources to compare")
+    parser.add_argument("--set", nargs="*", default=[], help="extra params overrides, key=value")
+    parser.add_argument("--no-throughput", dest="throughput", action="store_false")
+    args = parser.parse_args()
+    results = run(args)
+    results["backbone"] = args.backbone
+    update_results_md(render_markdown(results))
+    print(render_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
