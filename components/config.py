@@ -166,6 +166,47 @@ class SegmentParams(_Section):
     eval: SegmentEvalParams = SegmentEvalParams()
 
 
+class ExportParams(_Section):
+    """ONNX export of the segmentation model, with a parity check against PyTorch."""
+
+    opset: int = Field(17, ge=17, le=23)
+    dynamic_batch: bool = True
+    side_outputs: bool = False
+    parity_samples: int = Field(8, ge=1)
+    parity_max_abs_logit: float = Field(1e-3, gt=0.0)
+    parity_min_equal_pixels: float = Field(0.999, gt=0.0, le=1.0)
+
+
+class QuantizeParams(_Section):
+    """Post-training quantization; a model losing more than ``iou_tolerance`` change-IoU is not promoted."""
+
+    backends: tuple[Literal["modelopt", "onnxruntime", "torchao"], ...] = ("onnxruntime",)
+    calibration_samples: int = Field(32, ge=1)
+    iou_tolerance: float = Field(0.005, ge=0.0, le=1.0)
+    """Largest allowed drop of val change-IoU, as a fraction (0.005 = 0.5 points)."""
+    modelopt_format: Literal["int8", "fp8"] = "int8"
+    per_channel: bool = True
+
+
+class BenchmarkParams(_Section):
+    """trtexec-like latency/throughput measurement of exported models."""
+
+    platform: str = "cpu"
+    platforms: tuple[str, ...] = ("cpu",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    warmup_seconds: float = Field(1.0, ge=0.0)
+    duration_seconds: float = Field(5.0, gt=0.0)
+    min_iterations: int = Field(5, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or min(sizes) < 1:
+            raise ValueError("must list at least one batch size, each >= 1")
+        return sizes
+
+
 class TrackingParams(_Section):
     experiment: str = "inspectops"
     tracking_uri: str | None = None
@@ -179,6 +220,9 @@ class Params(_Section):
     data: DataParams = DataParams()
     synthetic: SyntheticParams = SyntheticParams()
     segment: SegmentParams = SegmentParams()
+    export: ExportParams = ExportParams()
+    quantize: QuantizeParams = QuantizeParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
 
     @property
