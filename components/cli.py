@@ -7,7 +7,7 @@ and turn known failures into a one-paragraph message on stderr and a non-zero ex
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,10 +23,12 @@ app.add_typer(data_app, name="data")
 train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
 infer_app = typer.Typer(help="Run a trained model on new images.", no_args_is_help=True)
+register_app = typer.Typer(help="Register models and promote them through the gate.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(infer_app, name="infer")
+app.add_typer(register_app, name="register")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
 SetOption = Annotated[
@@ -76,8 +78,11 @@ def _load(params_path: Path, overrides: list[str] | None = None) -> Params:
     return load_params(params_path, parsed)
 
 
-def _run_step(step: Callable[[Params], dict[str, float]], params: Params) -> None:
-    metrics = step(params)
+def _run_stage(name: str, params: Params) -> None:
+    """Run one stage of the graph as its own MLflow run and print its metrics."""
+    from components.pipeline.runner import run_stage
+
+    metrics = run_stage(name, params)
     for key, value in sorted(metrics.items()):
         typer.echo(f"{key}: {value:g}")
 
@@ -124,28 +129,22 @@ def data_ingest(
 @data_app.command("prepare")
 def data_prepare(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
     """Build the segmentation, classification and COCO datasets under artifacts/datasets."""
-    from components.pipeline import steps
-
     with _friendly_errors():
-        _run_step(steps.prepare, _load(params, set_))
+        _run_stage("prepare", _load(params, set_))
 
 
 @data_app.command("validate")
 def data_validate(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
     """Run the Great Expectations suites; exit 1 and name the failing rows or files on failure."""
-    from components.pipeline import steps
-
     with _friendly_errors():
-        _run_step(steps.validate, _load(params, set_))
+        _run_stage("validate", _load(params, set_))
 
 
 @train_app.command("segment")
 def train_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
     """Train Visual ChangeNet-Segmentation on artifacts/datasets/segment (tracked in MLflow)."""
-    from components.pipeline import steps
-
     with _friendly_errors():
-        _run_step(steps.train_segment, _load(params, set_))
+        _run_stage("train", _load(params, set_))
 
 
 @evaluate_app.command("segment")
@@ -159,8 +158,12 @@ def evaluate_segment(
     from components.evaluation.segment_metrics import format_metrics
 
     with _friendly_errors():
-        results = evaluate(_load(params, set_), checkpoint=checkpoint)
-        typer.echo(format_metrics({k: v for k, v in results.items() if "/" in k and k.count("/") == 1}))
+        p = _load(params, set_)
+        if checkpoint is None:
+            _run_stage("evaluate", p)
+            return
+        results = evaluate(p, checkpoint=checkpoint)
+        typer.echo(format_metrics({k: v for k, v in results.items() if k.count("/") == 1}))
 
 
 @infer_app.command("segment")
@@ -181,6 +184,13 @@ def infer_segment(
         ckpt = checkpoint or model_dir(p) / "best.ckpt"
         written = infer(ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold)
         typer.echo(f"wrote {len(written)} mask(s) and overlay(s) to {out}")
+
+
+@register_app.command("segment")
+def register_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Register the trained model in MLflow; move `champion` only if it beats the current one."""
+    with _friendly_errors():
+        _run_stage("register", _load(params, set_))
 
 
 @pipeline_app.command("run")

@@ -75,13 +75,18 @@ def params_hash(params: Params) -> str:
 
 def run_tags(params: Params) -> dict[str, str]:
     """The provenance tags every inspectops MLflow run carries."""
-    return {
+    tags = {
         "git_commit": git_commit(),
         "data_hash": tree_hash(params.raw_category_dir),
         "params_hash": params_hash(params),
         "data_source": params.data.source,
         "data_category": params.data.category,
     }
+    # Set by `dvc exp run`, so experiments can be found in MLflow by their DVC name.
+    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

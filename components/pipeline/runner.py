@@ -13,13 +13,18 @@ class StageError(RuntimeError):
     """A stage failed; the message starts with the stage name so the flow's failure says where."""
 
 
-def run_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
-    """Load params, run stage ``name`` and log its metrics to a nested MLflow run."""
+def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None = None) -> dict[str, float]:
+    """Run stage ``name`` inside its own MLflow run (a child of ``parent_run_id`` when given).
+
+    The CLI (and so ``dvc repro`` / ``dvc exp run``) and the Prefect tasks both come here,
+    so every stage run lands in MLflow however it was started.
+    """
     import mlflow
 
     from components.tracking import log_metrics, run_tags, tracking_uri, tree_hash
 
-    params = load_params(params_path)
+    if not isinstance(params, Params):
+        params = load_params(params)
     stage = get_stage(name)
     mlflow.set_tracking_uri(tracking_uri(params))
     experiment = mlflow.set_experiment(params.tracking.experiment)

@@ -110,6 +110,17 @@ STAGES: tuple[Stage, ...] = (
         outs=("${paths.artifacts_dir}/plots/segment",),
         metrics=(f"{METRICS}/segment.json",),
     ),
+    Stage(
+        name="register",
+        command="inspectops register segment",
+        entrypoint="components.pipeline.steps:register_segment",
+        description="Register the model in MLflow; move the champion alias only if the gate passes.",
+        deps=(f"{METRICS}/segment.json", "${paths.artifacts_dir}/models/segment", "components/registry.py"),
+        params=("quantize.iou_tolerance", "tracking.registered_model"),
+        outs=("${paths.artifacts_dir}/registry",),
+        metrics=(f"{METRICS}/register.json",),
+        retries=2,  # the registry is a server in a team stack: retry passing network errors
+    ),
 )
 
 

@@ -56,3 +56,10 @@ def evaluate_segment(params: Params) -> dict[str, float]:
     from components.evaluation.evaluate_segment import evaluate_segment as evaluate
 
     return evaluate(params)
+
+
+def register_segment(params: Params) -> dict[str, float]:
+    """Register the trained model and run the promotion gate (``champion`` alias)."""
+    from components.registry import register_segment_model
+
+    return register_segment_model(params)

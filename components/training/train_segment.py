@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from components.config import Params
 from components.fsutil import write_json
-from components.tracking import flatten, run_tags, tracking_uri
+from components.tracking import flatten, git_commit, run_tags, tracking_uri
 from components.training.segment_data import SegmentDataModule
 from components.training.segment_module import MONITOR, ChangeSegmentModule
 
@@ -99,11 +99,15 @@ def train_segment(params: Params) -> dict[str, float]:
     )
     out_dir = model_dir(params)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
+    import mlflow
+
+    active = mlflow.active_run()  # the stage's run when started by the pipeline runner
     logger = MLFlowLogger(
         experiment_name=params.tracking.experiment,
         tracking_uri=tracking_uri(params),
         run_name="train-segment",
-        tags={**run_tags(params), "stage": "train", "model": "changenet-segment"},
+        tags=None if active else {**run_tags(params), "stage": "train", "model": "changenet-segment"},
+        run_id=active.info.run_id if active else None,
     )
     meter = ThroughputMeter()
     trainer = build_trainer(params, staging, logger, meter)
@@ -135,6 +139,7 @@ def train_segment(params: Params) -> dict[str, float]:
         "tracking_uri": tracking_uri(params),
         "best_checkpoint": "best.ckpt",
         "best_val_iou": best_score,
+        "git_commit": git_commit(),
     }
     (staging / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     if not (staging / "best.ckpt").exists():  # no val epoch finished (e.g. resumed at max_epochs)
@@ -161,5 +166,9 @@ def _log_model(logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str,
 
     best = load_module(out_dir / "best.ckpt").model
     mlflow.set_tracking_uri(uri)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.pytorch.log_model(best, name="model", serialization_format="pickle", pip_requirements=["torch", "timm"])
+        return
     with mlflow.start_run(run_id=run_id):
         mlflow.pytorch.log_model(best, name="model", serialization_format="pickle", pip_requirements=["torch", "timm"])

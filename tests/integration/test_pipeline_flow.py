@@ -57,3 +57,24 @@ def test_a_failing_stage_is_named_and_the_parent_run_marked_failed(prefect_serve
     assert parent.info.status == "FAILED"
     failed = next(r for r in runs if r.data.tags.get("stage") == "prepare")
     assert "category folder not found" in failed.data.tags["failure"]
+
+
+def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_path: Path) -> None:
+    from tests.integration.conftest import TINY_SEGMENT
+
+    params_path = write_params(tmp_path, segment=TINY_SEGMENT)
+    results = pipeline_flow(params_path=str(params_path))
+    assert {"train", "evaluate", "register"} <= set(results)
+    assert results["register"]["register/promoted"] == 1.0
+
+    params = load_params(params_path)
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(params.tracking.registered_model, "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["promotion"] == "promoted"
+
+    runs = _runs(params_path)
+    parent = next(r for r in runs if r.data.tags.get("kind") == "pipeline")
+    train = next(r for r in runs if r.data.tags.get("stage") == "train")
+    assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "final/val/iou" in train.data.metrics  # evaluate adds its numbers to the training run

@@ -1,0 +1,456 @@
+"""Benchmark entry points: one model on this machine (CLI), one platform (flow child), and recording.
+
+* :func:`run_benchmark` - ``inspectops benchmark --model PATH --runtime ... --batch-sizes ...``:
+  load the model for the runtime, time each batch size with the harness, write JSON and
+  log one MLflow run.
+* :func:`benchmark_platform` - the body of the ``benchmark-platform`` flow: resolve the
+  model (registry URI or path), and on a TensorRT platform build and time engines with
+  trtexec (preferred: it is how TAO measured) or the TensorRT Python API; record the same way.
+* :func:`collect_fanout_results` / :func:`log_comparison` - the fan-out parent reads the
+  children's MLflow runs (MLflow is the store every platform can reach) and logs the table.
+
+Nothing is recorded for a platform that cannot run: the error propagates with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from components.benchmarking.compare import (
+    OK,
+    ComparisonRow,
+    PlatformOutcome,
+    build_rows,
+    comparison_metrics,
+    rows_to_markdown,
+    rows_to_table,
+)
+from components.benchmarking.harness import benchmark
+from components.benchmarking.platforms import Platform, PlatformError, PlatformRegistry, load_platforms
+from components.benchmarking.runtimes import RUNTIMES, RuntimeUnavailable
+from components.config import Params
+from components.fsutil import write_json
+
+METRIC_KEYS: tuple[str, ...] = (
+    "pairs_per_second",
+    "qps",
+    "latency_min_ms",
+    "latency_mean_ms",
+    "latency_median_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "iterations",
+)
+"""Logged per batch size as ``bench/b<N>/<key>``."""
+
+_METRIC = re.compile(r"^bench/b(\d+)/(.+)$")
+
+
+class BenchmarkSetupError(ValueError):
+    """Arguments that cannot make a benchmark (unknown runtime, empty batch list, ...)."""
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,8,16,32"`` -> (1, 8, 16, 32), for the CLI's ``--batch-sizes``."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BenchmarkSetupError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise BenchmarkSetupError(f"--batch-sizes needs at least one size >= 1, got {text!r}")
+    return sizes
+
+
+def benchmarks_dir(params: Params) -> Path:
+    return params.paths.artifacts_dir / "benchmarks"
+
+
+def results_path(params: Params, platform: str, runtime: str, precision: str) -> Path:
+    """``<artifacts>/benchmarks/<platform>-<runtime>-<precision>.json``."""
+    return benchmarks_dir(params) / f"{platform}-{runtime}-{precision}.json"
+
+
+def default_precision(runtime: str, model_path: Path, platform: Platform | None) -> str:
+    """The label to record: ONNX Runtime -> what the ONNX carries; TensorRT -> the platform's; PyTorch -> fp32."""
+    if runtime == "onnxruntime" and model_path.suffix == ".onnx":
+        from components.benchmarking.tensorrt_build import detect_onnx_precision
+
+        return detect_onnx_precision(model_path)
+    if runtime == "tensorrt":
+        return platform.precision if platform is not None else "fp16"
+    return "fp32"
+
+
+def _known_platform(name: str, registry: PlatformRegistry | None) -> Platform | None:
+    try:
+        return (registry or load_platforms()).get(name)
+    except PlatformError:
+        return None
+
+
+# ---------------------------------------------------------------------------- recording
+
+
+def record_results(
+    params: Params,
+    records: list[dict[str, Any]],
+    *,
+    platform: str,
+    runtime: str,
+    precision: str,
+    model_uri: str,
+    model_version: str | None,
+    tool: str,
+    extra_tags: Mapping[str, str] | None = None,
+    extra_files: Sequence[Path] = (),
+) -> str:
+    """Write the JSON and log one MLflow run (metrics ``bench/b<N>/...``); returns the run id."""
+    import mlflow
+
+    from components.tracking import log_metrics, mlflow_run
+
+    batch_sizes = ",".join(str(record["batch_size"]) for record in records)
+    payload = {
+        "platform": platform,
+        "runtime": runtime,
+        "precision": precision,
+        "tool": tool,
+        "model": model_uri,
+        "model_version": model_version,
+        "results": records,
+    }
+    path = results_path(params, platform, runtime, precision)
+    write_json(path, payload)
+    tags = {
+        "kind": "benchmark",
+        "platform": platform,
+        "runtime": runtime,
+        "precision": precision,
+        "batch_sizes": batch_sizes,
+        "model_version": model_version or "unversioned",
+        "model_uri": model_uri,
+        "tool": tool,
+        **(extra_tags or {}),
+    }
+    with mlflow_run(params, run_name=f"benchmark-{platform}-{runtime}-{precision}", tags=tags) as run:
+        bench = params.benchmark
+        mlflow.log_params(
+            {
+                "benchmark.warmup_seconds": bench.warmup_seconds,
+                "benchmark.duration_seconds": bench.duration_seconds,
+                "benchmark.min_iterations": bench.min_iterations,
+                "benchmark.threads": bench.threads,
+            }
+        )
+        metrics = {
+            f"bench/b{record['batch_size']}/{key}": record[key]
+            for record in records
+            for key in METRIC_KEYS
+            if record.get(key) is not None
+        }
+        log_metrics(metrics)
+        mlflow.log_artifact(str(path), artifact_path="benchmark")
+        for extra in extra_files:
+            if extra.is_file():
+                mlflow.log_artifact(str(extra), artifact_path="benchmark/logs")
+        return run.info.run_id
+
+
+# ---------------------------------------------------------------------------- one model, this machine
+
+
+def _time_model(params: Params, runtime: str, model_path: Path, batch_sizes: Sequence[int]) -> list[dict[str, Any]]:
+    from components.benchmarking.runtimes import load_runtime
+
+    bench = params.benchmark
+    loaded = load_runtime(runtime, model_path, params.data.image_size, bench.threads, seed=params.seed)
+    try:
+        return [
+            benchmark(
+                loaded.run_batch, batch, bench.warmup_seconds, bench.duration_seconds, bench.min_iterations
+            ).to_dict()
+            for batch in batch_sizes
+        ]
+    finally:
+        loaded.close()
+
+
+def _engine_from_onnx(
+    params: Params, onnx: Path, work_dir: Path, batch_sizes: Sequence[int], precision: str, opt_batch: int | None
+) -> Path:
+    """Build a dynamic-batch engine with the TensorRT Python API (timing cache kept in ``work_dir``)."""
+    from components.benchmarking.tensorrt_build import build_engine
+
+    engine = work_dir / f"{onnx.stem}-{precision}.plan"
+    max_batch = max(batch_sizes)
+    build_engine(
+        onnx,
+        engine,
+        image_size=params.data.image_size,
+        max_batch=max_batch,
+        opt_batch=opt_batch if opt_batch and opt_batch <= max_batch else max_batch,
+        precision=precision,
+        timing_cache=work_dir / "timing.cache",
+    )
+    return engine
+
+
+def run_benchmark(
+    params: Params,
+    model_path: Path | str,
+    runtime: str,
+    batch_sizes: Sequence[int] | None = None,
+    precision: str | None = None,
+    model_version: str | None = None,
+    platform: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Time ``model_path`` on ``runtime`` here for each batch size; write JSON, log MLflow; return the records.
+
+    ``tensorrt`` accepts an engine (``.plan``/``.engine``) or an ONNX, which is built first.
+    ``precision`` is a label for PyTorch and ONNX Runtime (the model decides; for ONNX it is
+    read from the graph by default) and the build precision for TensorRT.
+    """
+    if runtime not in RUNTIMES:
+        raise BenchmarkSetupError(f"unknown runtime {runtime!r}; choose from {list(RUNTIMES)}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise BenchmarkSetupError(f"{model_path}: model file not found")
+    platform = platform or params.benchmark.platform
+    sizes = tuple(batch_sizes or params.benchmark.batch_sizes)
+    if not sizes or min(sizes) < 1:
+        raise BenchmarkSetupError(f"batch sizes must be >= 1, got {list(sizes)}")
+    known = _known_platform(platform, None)
+    precision = precision or default_precision(runtime, model_path, known)
+
+    timed = model_path
+    if runtime == "tensorrt" and model_path.suffix == ".onnx":
+        opt = known.reference.batch_size if known and known.reference else None
+        timed = _engine_from_onnx(params, model_path, benchmarks_dir(params) / platform, sizes, precision, opt)
+    records = _time_model(params, runtime, timed, sizes)
+    for record in records:
+        record.update(
+            {
+                "platform": platform,
+                "runtime": runtime,
+                "precision": precision,
+                "tool": "harness",
+                "model_version": model_version,
+            }
+        )
+    record_results(
+        params,
+        records,
+        platform=platform,
+        runtime=runtime,
+        precision=precision,
+        model_uri=str(model_path),
+        model_version=model_version,
+        tool="harness",
+        extra_tags=extra_tags,
+    )
+    return records
+
+
+# ---------------------------------------------------------------------------- one platform (flow child)
+
+
+def _benchmark_tensorrt_platform(
+    params: Params, platform: Platform, onnx: Path, work_dir: Path
+) -> tuple[list[dict[str, Any]], str, list[Path]]:
+    """trtexec when installed, else the TensorRT Python API; (records, tool, log files)."""
+    from components.benchmarking import trtexec as tx
+
+    bench = params.benchmark
+    sizes = tuple(bench.batch_sizes)
+    if onnx.suffix != ".onnx":
+        raise BenchmarkSetupError(f"{onnx}: a TensorRT platform builds its own engine and needs the ONNX")
+    try:
+        exe = tx.find_trtexec(platform.trtexec_path)
+    except tx.TrtexecNotFound as not_found:
+        from components.benchmarking.tensorrt_build import import_tensorrt
+
+        try:
+            import_tensorrt()
+        except RuntimeUnavailable as unavailable:
+            raise RuntimeUnavailable(f"{unavailable} Also {not_found}.") from None
+        opt = platform.reference.batch_size if platform.reference else None
+        engine = _engine_from_onnx(params, onnx, work_dir, sizes, platform.precision, opt)
+        return _time_model(params, "tensorrt", engine, sizes), "tensorrt-python", []
+
+    from components.benchmarking.tensorrt_build import detect_onnx_precision, plan_build
+
+    version = tx.detect_version(exe)
+    plan_build(version.major, platform.precision, detect_onnx_precision(onnx))  # fail early on a precision mismatch
+    records = tx.benchmark_with_trtexec(
+        onnx,
+        work_dir,
+        sizes,
+        params.data.image_size,
+        platform.precision,
+        bench.warmup_seconds,
+        bench.duration_seconds,
+        bench.min_iterations,
+        trtexec=exe,
+    )
+    return records, "trtexec", sorted(work_dir.glob("trtexec-b*.log"))
+
+
+def benchmark_platform(
+    params: Params,
+    platform_name: str,
+    model_uri: str,
+    model_version: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    registry: PlatformRegistry | None = None,
+) -> dict[str, Any]:
+    """Benchmark the model on the platform this runs on; returns a summary (records and MLflow run id)."""
+    from components.benchmarking.model_ref import resolve_model
+
+    platform = (registry or load_platforms()).get(platform_name)
+    work_dir = benchmarks_dir(params) / platform.name
+    model = resolve_model(params, model_uri, platform.runtime, work_dir / "model", model_version)
+    version = model.version or model_version
+
+    if platform.runtime == "tensorrt":
+        records, tool, logs = _benchmark_tensorrt_platform(params, platform, model.path, work_dir)
+        precision = platform.precision
+    else:
+        precision = default_precision(platform.runtime, model.path, platform)
+        records, tool, logs = (
+            _time_model(params, platform.runtime, model.path, params.benchmark.batch_sizes),
+            "harness",
+            [],
+        )
+    for record in records:
+        record.update({"platform": platform.name, "runtime": platform.runtime, "precision": precision, "tool": tool})
+        record["model_version"] = version
+    run_id = record_results(
+        params,
+        records,
+        platform=platform.name,
+        runtime=platform.runtime,
+        precision=precision,
+        model_uri=model_uri,
+        model_version=version,
+        tool=tool,
+        extra_tags=extra_tags,
+        extra_files=logs,
+    )
+    return {
+        "platform": platform.name,
+        "runtime": platform.runtime,
+        "precision": precision,
+        "tool": tool,
+        "model_uri": model_uri,
+        "model_version": version,
+        "mlflow_run_id": run_id,
+        "results": records,
+    }
+
+
+# ---------------------------------------------------------------------------- fan-out parent
+
+
+def records_from_metrics(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Rebuild per-batch records from a run's ``bench/b<N>/<key>`` metrics."""
+    by_batch: dict[int, dict[str, Any]] = {}
+    for name, value in metrics.items():
+        match = _METRIC.match(name)
+        if match:
+            batch = int(match.group(1))
+            by_batch.setdefault(batch, {"batch_size": batch})[match.group(2)] = value
+    return [by_batch[batch] for batch in sorted(by_batch)]
+
+
+def collect_fanout_results(params: Params, fanout_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The records each platform's child logged under ``fanout_id`` (latest run per platform)."""
+    import mlflow
+
+    from components.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        return {}
+    runs = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.fanout_id = '{fanout_id}' and tags.kind = 'benchmark'",
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+    )
+    results: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:  # later runs of the same platform (retries) win
+        results[run.data.tags["platform"]] = records_from_metrics(run.data.metrics)
+    return results
+
+
+def log_comparison(
+    params: Params,
+    rows: Sequence[ComparisonRow],
+    fanout_id: str,
+    model_uri: str,
+    model_version: str | None,
+) -> str:
+    """One MLflow run with the comparison table (``log_table``), its Markdown and flat metrics."""
+    import mlflow
+
+    from components.tracking import log_metrics, mlflow_run
+
+    tags = {
+        "kind": "benchmark-comparison",
+        "fanout_id": fanout_id,
+        "model_uri": model_uri,
+        "model_version": model_version or "unversioned",
+        "platforms": ",".join(dict.fromkeys(row.platform for row in rows)),
+    }
+    with mlflow_run(params, run_name="benchmark-comparison", tags=tags) as run:
+        mlflow.log_table(data=rows_to_table(rows), artifact_file="benchmark_comparison.json")
+        mlflow.log_text(rows_to_markdown(rows, note=f"Model `{model_uri}`"), "benchmark_comparison.md")
+        log_metrics(comparison_metrics(rows))
+        return run.info.run_id
+
+
+@dataclass(frozen=True)
+class FanoutReport:
+    rows: list[ComparisonRow]
+    outcomes: dict[str, PlatformOutcome]
+    mlflow_run_id: str
+    markdown: str
+    table: dict[str, list[Any]]
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, outcome in self.outcomes.items() if outcome.status != OK]
+
+
+def compare_fanout(
+    params: Params,
+    platform_names: Sequence[str],
+    outcomes: Mapping[str, PlatformOutcome],
+    fanout_id: str,
+    model_uri: str,
+    model_version: str | None,
+    registry: PlatformRegistry | None = None,
+) -> FanoutReport:
+    """Join the children's final states with their MLflow results, build and log the comparison."""
+    platforms = (registry or load_platforms()).select(list(platform_names))
+    measured = collect_fanout_results(params, fanout_id)
+    merged: dict[str, PlatformOutcome] = {}
+    for platform in platforms:
+        outcome = outcomes.get(platform.name) or PlatformOutcome(platform.name, "missing", "no child run was started")
+        if outcome.status == OK:
+            results = measured.get(platform.name, [])
+            message = outcome.message or ("" if results else f"child completed but logged no results for {fanout_id}")
+            outcome = replace(outcome, results=tuple(results), message=message)
+        merged[platform.name] = outcome
+    rows = build_rows(platforms, merged)
+    run_id = log_comparison(params, rows, fanout_id, model_uri, model_version)
+    note = f"Model `{model_uri}` (version {model_version or 'unversioned'}); MLflow run `{run_id}`."
+    return FanoutReport(rows, merged, run_id, rows_to_markdown(rows, note=note), rows_to_table(rows))

@@ -1,0 +1,108 @@
+"""Exact ONNX graph rewrites that let onnxruntime's CPU INT8 kernels cover the whole decoder.
+
+onnxruntime's CPU provider has no integer ``ConvTranspose``: in a Q/DQ graph each
+transposed convolution runs in float between a DequantizeLinear and a QuantizeLinear, and
+because the integer convolutions around it run channels-last, onnxruntime also inserts layout
+transposes of the full-resolution maps on both sides. On ChangeNet's decoder (two 4x4 stride-2
+upsamplings, the second at 128x128 -> 256x256) that float island costs more than every INT8
+convolution together.
+
+A ``ConvTranspose`` with kernel 4, stride 2 and padding 1 is *exactly* a 3x3 convolution
+(padding 1) with four times the output channels followed by a 2x ``DepthToSpace`` ("sub-pixel
+convolution", Shi et al., CVPR 2016): output pixel ``(2i + a, 2j + b)`` only ever sees inputs
+``i - 1 .. i + 1`` / ``j - 1 .. j + 1``, through kernel taps fixed by the phase ``(a, b)``.
+The rewritten graph is mathematically the same function (only the float summation order
+differs), quantizes as an ordinary convolution, and stays channels-last end to end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+# Transposed-conv tap used by output phase ``a`` at 3x3 position ``u`` (input offset u - 1);
+# missing pairs are taps that phase never uses (zero weights in the 3x3 kernel).
+_TAP: dict[tuple[int, int], int] = {(0, 0): 3, (0, 1): 1, (1, 1): 2, (1, 2): 0}
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _is_k4_s2_p1(node: onnx.NodeProto) -> bool:
+    attrs = _attributes(node)
+    return (
+        list(attrs.get("kernel_shape", [])) == [4, 4]
+        and list(attrs.get("strides", [1, 1])) == [2, 2]
+        and list(attrs.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1]
+        and list(attrs.get("dilations", [1, 1])) == [1, 1]
+        and int(attrs.get("group", 1)) == 1  # type: ignore[call-overload]
+        and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        and not attrs.get("output_padding")
+        and not attrs.get("output_shape")
+    )
+
+
+def subpixel_weights(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 conv weights ``(4 * O, C, 3, 3)`` and bias ``(4 * O,)`` equal to a k4/s2/p1 transposed conv.
+
+    ``weight`` is the ``ConvTranspose`` weight ``(C, O, 4, 4)``. Output channel ``o * 4 + a * 2 + b``
+    holds phase ``(a, b)`` of channel ``o``: the order ``DepthToSpace`` mode ``CRD`` (= PyTorch's
+    ``pixel_shuffle``) puts back in place.
+    """
+    in_ch, out_ch = weight.shape[:2]
+    conv = np.zeros((out_ch, 2, 2, in_ch, 3, 3), dtype=weight.dtype)
+    for (a, u), kh in _TAP.items():
+        for (b, v), kw in _TAP.items():
+            conv[:, a, b, :, u, v] = weight[:, :, kh, kw].T
+    new_bias = np.zeros(out_ch, dtype=weight.dtype) if bias is None else bias.astype(weight.dtype)
+    return conv.reshape(out_ch * 4, in_ch, 3, 3), np.repeat(new_bias, 4)
+
+
+def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Copy of ``model`` with every constant-weight k4/s2/p1 ``ConvTranspose`` as Conv + DepthToSpace.
+
+    Returns the new model and how many nodes were rewritten; other ``ConvTranspose`` nodes are kept.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    rewritten = 0
+    replaced: set[str] = set()
+    new_nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type != "ConvTranspose" or node.input[1] not in inits or not _is_k4_s2_p1(node):
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        has_bias = len(node.input) > 2 and node.input[2] != ""
+        if has_bias and node.input[2] not in inits:
+            new_nodes.append(node)
+            continue
+        bias = numpy_helper.to_array(inits[node.input[2]]) if has_bias else None
+        conv_w, conv_b = subpixel_weights(weight, bias)
+        base = node.name or node.output[0]
+        w_name, b_name, mid = f"{base}_subpixel_weight", f"{base}_subpixel_bias", f"{base}_subpixel_out"
+        graph.initializer.extend([numpy_helper.from_array(conv_w, w_name), numpy_helper.from_array(conv_b, b_name)])
+        new_nodes.append(
+            helper.make_node(
+                "Conv", [node.input[0], w_name, b_name], [mid], name=f"{base}_subpixel_conv",
+                kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+            )
+        )
+        new_nodes.append(
+            helper.make_node("DepthToSpace", [mid], [node.output[0]], name=f"{base}_subpixel_d2s", blocksize=2, mode="CRD")
+        )
+        replaced.update(node.input[1:3])
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for n in graph.node for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model, rewritten
+
+
+__all__ = ["convtranspose_to_subpixel", "subpixel_weights"]

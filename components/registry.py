@@ -1,0 +1,124 @@
+"""MLflow model registry: register every trained model, promote it only through a gate.
+
+The ``champion`` alias marks the model version that serves and that the platform
+benchmarks measure. A challenger takes the alias only if its val change-IoU is at least
+the champion's and its quantized model lost no more than ``quantize.iou_tolerance``;
+the decision and its reason are recorded on the model version and in a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+from components.fsutil import write_json
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate needs to know about one model version."""
+
+    version: str
+    val_iou: float
+    quant_iou_drop: float | None  # worst drop over the quantized variants; None = not quantized
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(challenger: Candidate, champion: Candidate | None, tolerance: float) -> Decision:
+    """The promotion gate, as a pure function (tested on its own)."""
+    if math.isnan(challenger.val_iou):
+        return Decision(False, f"version {challenger.version} has no val change-IoU")
+    if challenger.quant_iou_drop is not None and challenger.quant_iou_drop > tolerance:
+        return Decision(
+            False,
+            f"quantized change-IoU drop {100 * challenger.quant_iou_drop:.2f} points exceeds the tolerance "
+            f"{100 * tolerance:.2f}",
+        )
+    if champion is None:
+        return Decision(True, f"no champion yet; version {challenger.version} (val IoU {100 * challenger.val_iou:.2f})")
+    if challenger.val_iou >= champion.val_iou:
+        return Decision(
+            True,
+            f"val IoU {100 * challenger.val_iou:.2f} >= champion v{champion.version} {100 * champion.val_iou:.2f}",
+        )
+    return Decision(
+        False,
+        f"val IoU {100 * challenger.val_iou:.2f} < champion v{champion.version} {100 * champion.val_iou:.2f}",
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def worst_quant_drop(quantize_metrics: dict[str, Any]) -> float | None:
+    drops = [float(v) for k, v in quantize_metrics.items() if k.endswith("/iou_drop") and v is not None]
+    return max(drops) if drops else None
+
+
+def register_segment_model(params: Params) -> dict[str, float]:
+    """Register the trained model, run the gate and move ``champion`` if it passes."""
+    import mlflow
+
+    from components.training.train_segment import model_dir
+
+    run_info = _read_json(model_dir(params) / "run.json")
+    if "run_id" not in run_info:
+        raise FileNotFoundError(f"{model_dir(params) / 'run.json'}: no training run to register (run the train stage)")
+    segment = _read_json(params.metrics_dir / "segment.json")
+    quantize = _read_json(params.metrics_dir / "quantize.json")
+    val_iou = segment.get("val/iou")
+    val_iou = float("nan") if val_iou is None else float(val_iou)
+
+    mlflow.set_tracking_uri(run_info["tracking_uri"])
+    client = mlflow.MlflowClient()
+    name = params.tracking.registered_model
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run_info["experiment_id"]],
+        filter_string=f"source_run_id = '{run_info['run_id']}'",
+        output_format="list",
+    )
+    source = logged[0].model_uri if logged else f"runs:/{run_info['run_id']}/model"
+    version = mlflow.register_model(source, name, tags={"val_iou": f"{val_iou:.6f}"})
+    challenger = Candidate(str(version.version), val_iou, worst_quant_drop(quantize))
+
+    champion: Candidate | None = None
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        champion = Candidate(str(current.version), float(current.tags.get("val_iou", "nan")), None)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+
+    decision = decide_promotion(challenger, champion, params.quantize.iou_tolerance)
+    client.set_model_version_tag(name, version.version, "promotion", "promoted" if decision.promote else "rejected")
+    client.set_model_version_tag(name, version.version, "promotion_reason", decision.reason)
+    client.set_model_version_tag(name, version.version, "git_commit", run_info.get("git_commit", ""))
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    client.set_tag(run_info["run_id"], "promotion", f"{'promoted' if decision.promote else 'rejected'}: {decision.reason}")
+
+    record = {
+        "model": name,
+        "version": version.version,
+        "decision": asdict(decision),
+        "challenger": asdict(challenger),
+        "champion_before": asdict(champion) if champion else None,
+    }
+    write_json(params.paths.artifacts_dir / "registry" / "decision.json", record)
+    metrics = {
+        "register/version": float(version.version),
+        "register/promoted": float(decision.promote),
+    }
+    write_json(params.metrics_dir / "register.json", metrics)
+    return metrics
