@@ -36,6 +36,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         nested=parent_run_id is not None,
         tags=tags,
     ):
+        mlflow.log_params(stage_params(stage.params, params))
         started = time.perf_counter()
         try:
             metrics = stage.function()(params)
@@ -46,6 +47,14 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         log_metrics(metrics)
         mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
     return metrics
+
+
+def stage_params(keys: tuple[str, ...], params: Params) -> dict[str, str]:
+    """The params a stage declares (DVC's ``params:``), flattened to ``section.key`` names."""
+    from components.tracking import flatten
+
+    flat = flatten(params.model_dump(mode="json"))
+    return {k: str(v)[:6000] for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in keys)}
 
 
 def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:

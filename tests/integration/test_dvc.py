@@ -1,0 +1,79 @@
+"""DVC on a clean clone: the stages reproduce, a second repro is a no-op, push/pull round-trips,
+and `dvc exp run -S` reaches MLflow. Runs on the committed tree (as CI does)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, TINY_SYNTHETIC
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone of the committed repository, with tiny synthetic params."""
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    root = tmp_path_factory.mktemp("clone") / "repo"
+    _run(["git", "clone", "-q", str(REPO_ROOT), str(root)], REPO_ROOT)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["synthetic"].update(TINY_SYNTHETIC)
+    params["data"]["image_size"] = 64
+    params["tracking"]["tracking_uri"] = f"sqlite:///{root.parent / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny params"], root)
+    return root
+
+
+def test_repro_runs_the_data_stages_then_nothing(clone: Path) -> None:
+    first = _run(["dvc", "repro", "validate"], clone)
+    for stage in ("synth", "prepare", "validate"):
+        assert f"Running stage '{stage}'" in first
+    assert (clone / "artifacts" / "datasets" / "segment" / "list" / "val.txt").is_file()
+    second = _run(["dvc", "repro", "validate"], clone)
+    assert "Running stage" not in second
+    assert "up to date" in second.lower() or "didn't change" in second
+
+
+def test_push_and_pull_round_trip_data_and_outputs(clone: Path, tmp_path: Path) -> None:
+    _run(["dvc", "repro", "validate"], clone)
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "-f", "-d", "roundtrip", str(remote)], clone)
+    _run(["dvc", "push", "synth", "prepare", "validate"], clone)
+    outputs = [clone / "data" / "synthetic", clone / "artifacts" / "datasets"]
+    before = {str(p): _tree_digest(p) for p in outputs}
+    for path in outputs:
+        shutil.rmtree(path)
+    shutil.rmtree(clone / ".dvc" / "cache")
+    _run(["dvc", "pull", "synth", "prepare", "validate"], clone)
+    assert {str(p): _tree_digest(p) for p in outputs} == before
+    status = _run(["dvc", "status", "synth", "prepare", "validate"], clone)
+    assert "up to date" in status.lower()
+
+
+def test_exp_run_with_set_param_lands_in_mlflow(clone: Path) -> None:
+    _run(["dvc", "exp", "run", "-S", "data.val_fraction=0.4", "validate"], clone)
+    mlflow.set_tracking_uri(f"sqlite:///{clone.parent / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("inspectops")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    exp_runs = [r for r in runs if r.data.tags.get("dvc_exp_name") and r.data.tags.get("stage") == "prepare"]
+    assert exp_runs, "the prepare stage of the DVC experiment did not log to MLflow"
+    assert exp_runs[0].data.params["data.val_fraction"] == "0.4"
