@@ -243,3 +243,7 @@ def pipeline_dvc_yaml(
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,14 @@ def git_commit(cwd: Path | None = None) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed job (torchrun or Lightning DDP).
+
+    Only rank 0 talks to MLflow, so a DDP training shows up as one run, not one per process.
+    """
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def tree_hash(root: Path) -> str:
     """Content hash of a folder (relative paths + file bytes), stable across machines.
 

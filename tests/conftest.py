@@ -39,6 +39,7 @@ def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
 
 
 def write_params(root: Path, **sections: Any) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(tiny_params_dict(root, **sections)))
     return path

@@ -21,11 +21,13 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
     """
     import mlflow
 
-    from components.tracking import log_metrics, run_tags, tracking_uri, tree_hash
+    from components.tracking import is_rank_zero, log_metrics, run_tags, tracking_uri, tree_hash
 
     if not isinstance(params, Params):
         params = load_params(params)
     stage = get_stage(name)
+    if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
+        return stage.function()(params)
     mlflow.set_tracking_uri(tracking_uri(params))
     experiment = mlflow.set_experiment(params.tracking.experiment)
     tags = {**run_tags(params), "stage": name}
