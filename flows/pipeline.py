@@ -21,8 +21,8 @@ from components.tracking import tracking_uri
 
 @task(cache_policy=NO_CACHE)
 def run_stage_task(stage_name: str, params_path: str, parent_run_id: str) -> dict[str, float]:
-    """One pipeline stage; unchanged inputs are skipped by the stage itself, not by Prefect."""
-    return runner.run_stage(stage_name, params_path, parent_run_id)
+    """One pipeline stage. DVC, not Prefect, decides whether it must rerun (one cache, see README)."""
+    return runner.execute_stage(stage_name, params_path, parent_run_id)
 
 
 @flow(name="inspectops-pipeline", log_prints=True)

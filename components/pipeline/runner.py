@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
 from components.config import Params, load_params
-from components.pipeline.stages import get_stage
+from components.pipeline.stages import Stage, get_stage, resolve_path
+
+PARENT_RUN_ENV = "INSPECTOPS_PARENT_RUN_ID"
+"""Carries the pipeline's MLflow run id into stage commands that DVC starts as subprocesses."""
 
 
 class StageError(RuntimeError):
@@ -25,6 +31,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
 
     if not isinstance(params, Params):
         params = load_params(params)
+    parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
     stage = get_stage(name)
     if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
         return stage.function()(params)
@@ -49,6 +56,59 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         log_metrics(metrics)
         mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
     return metrics
+
+
+def uses_dvc(params_path: Path | str) -> bool:
+    """DVC decides what to recompute when the flow runs the repository's own ``params.yaml``.
+
+    ``dvc.yaml`` names ``params.yaml`` in every stage command, so any other params file
+    (tests, ad-hoc runs) runs the stages directly instead.
+    """
+    path = Path(params_path)
+    return path.name == "params.yaml" and (path.resolve().parent / "dvc.yaml").is_file() and (
+        path.resolve().parent / ".dvc"
+    ).is_dir()
+
+
+def stage_metrics(stage: Stage, params: Params) -> dict[str, float]:
+    """The metrics a stage last wrote, read back from its metrics files."""
+    metrics: dict[str, float] = {}
+    for template in stage.metrics:
+        path = resolve_path(template, params)
+        if path.is_file():
+            data = json.loads(path.read_text())
+            metrics.update({k: float(v) for k, v in data.items() if isinstance(v, int | float)})
+    return metrics
+
+
+def reproduce_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
+    """``dvc repro --single-item <stage>``: runs the stage only if its deps, params or outs changed.
+
+    This is the pipeline's one caching mechanism: DVC's lock file and cache, shared by
+    ``dvc repro`` and the Prefect flow. A skipped stage reports ``<stage>/cached = 1``.
+    """
+    path = Path(params_path).resolve()
+    params = load_params(path)
+    stage = get_stage(name)
+    env = {**os.environ}
+    if parent_run_id:
+        env[PARENT_RUN_ENV] = parent_run_id
+    done = subprocess.run(
+        ["dvc", "repro", "--single-item", name], cwd=path.parent, env=env, capture_output=True, text=True
+    )
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        tail = "\n".join(line for line in output.splitlines()[-25:] if line.strip())
+        raise StageError(f"stage '{name}' failed (dvc repro exit {done.returncode}):\n{tail}")
+    cached = f"Running stage '{name}'" not in output
+    return {**stage_metrics(stage, params), f"{name}/cached": float(cached)}
+
+
+def execute_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
+    """The body of a pipeline task: through DVC for the repository's params, directly otherwise."""
+    if uses_dvc(params_path):
+        return reproduce_stage(name, params_path, parent_run_id)
+    return run_stage(name, params_path, parent_run_id)
 
 
 def stage_params(keys: tuple[str, ...], params: Params) -> dict[str, str]:

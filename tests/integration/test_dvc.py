@@ -77,3 +77,18 @@ def test_exp_run_with_set_param_lands_in_mlflow(clone: Path) -> None:
     exp_runs = [r for r in runs if r.data.tags.get("dvc_exp_name") and r.data.tags.get("stage") == "prepare"]
     assert exp_runs, "the prepare stage of the DVC experiment did not log to MLflow"
     assert exp_runs[0].data.params["data.val_fraction"] == "0.4"
+
+
+def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(clone: Path, prefect_server: None) -> None:
+    import time
+
+    from flows.pipeline import pipeline_flow
+
+    params_path = str(clone / "params.yaml")
+    pipeline_flow(params_path=params_path, until="validate")
+    started = time.perf_counter()
+    second = pipeline_flow(params_path=params_path, until="validate")
+    elapsed = time.perf_counter() - started
+    assert all(metrics[f"{stage}/cached"] == 1.0 for stage, metrics in second.items())
+    assert second["prepare"]["segment/val"] > 0  # metrics are read back from the stage's files
+    assert elapsed < 60
