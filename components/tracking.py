@@ -29,7 +29,11 @@ def tracking_uri(params: Params) -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    """The checked-out commit, with ``-dirty`` when tracked files differ.
+
+    Outside a git checkout (a container image) ``INSPECTOPS_GIT_COMMIT`` names the commit
+    the image was built from; failing both, ``unknown``.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
@@ -43,8 +47,36 @@ def git_commit(cwd: Path | None = None) -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("INSPECTOPS_GIT_COMMIT", "unknown")
     return f"{commit}-dirty" if dirty else commit
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifacts beside a SQLite store (``<db dir>/mlartifacts``) instead of MLflow's ``./mlruns`` in the cwd."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides where artifacts go
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_experiment(params: Params) -> str:
+    """Select (creating if needed) the params' experiment and return its id."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        try:
+            experiment_id = mlflow.create_experiment(
+                params.tracking.experiment, artifact_location=default_artifact_location(uri)
+            )
+        except mlflow.exceptions.MlflowException:  # created concurrently by another process
+            experiment_id = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 def is_rank_zero() -> bool:
@@ -116,8 +148,7 @@ def mlflow_run(
     """Start an MLflow run in the params' experiment, tagged with provenance."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(params))
-    mlflow.set_experiment(params.tracking.experiment)
+    ensure_experiment(params)
     all_tags = {**run_tags(params), **(tags or {})}
     with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
         yield run

@@ -60,7 +60,7 @@ def benchmark_platform_flow(
     model_version: str | None = None,
     fanout_id: str | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``model_uri`` (``models:/name/version``, ``models:/name@alias``, ``runs:/...`` or a path) here."""
+    """Benchmark ``model_uri`` (``models:/name/version``, ``models:/name@alias``, ``runs:/...``, a path; empty: champion) here."""
     return benchmark_platform_task(params_path, platform, model_uri, model_version, fanout_id)
 
 
@@ -99,14 +99,19 @@ def benchmark_fanout_flow(
     platforms: list[str] | None = None,
     model_uri: str = "",
     model_version: str | None = None,
-    timeout_seconds: float = 3600.0,
+    timeout_seconds: float = 7200.0,
     poll_interval_seconds: float = 5.0,
 ) -> dict[str, Any]:
-    """Benchmark one model on every platform (default: ``benchmark.platforms``) and compare with TAO's numbers."""
+    """Benchmark one model on every platform (default: ``benchmark.platforms``) and compare with TAO's numbers.
+
+    ``model_uri`` defaults to the registry's champion; ``timeout_seconds`` bounds the wait per
+    platform (a platform whose work pool has no worker is reported "timed out").
+    """
     from prefect.runtime import flow_run
 
     params = load_params(params_path)
     selected = load_platforms().select(list(platforms or params.benchmark.platforms))
+    model_uri = model_uri or bench.default_model_uri(params)
     fanout_id = str(flow_run.get_id() or "local")
     futures = [
         run_platform_task.with_options(name=f"run-{platform.name}").submit(

@@ -67,6 +67,13 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def default_model_uri(params: Params) -> str:
+    """The registry's ``champion`` of ``tracking.registered_model``: what platforms benchmark by default."""
+    from components.registry import CHAMPION
+
+    return f"models:/{params.tracking.registered_model}@{CHAMPION}"
+
+
 def benchmarks_dir(params: Params) -> Path:
     return params.paths.artifacts_dir / "benchmarks"
 
@@ -185,14 +192,14 @@ def _engine_from_onnx(
     params: Params, onnx: Path, work_dir: Path, batch_sizes: Sequence[int], precision: str, opt_batch: int | None
 ) -> Path:
     """Build a dynamic-batch engine with the TensorRT Python API (timing cache kept in ``work_dir``)."""
-    from components.benchmarking.tensorrt_build import build_engine
+    from components.benchmarking.tensorrt_build import build_engine, onnx_image_size
 
     engine = work_dir / f"{onnx.stem}-{precision}.plan"
     max_batch = max(batch_sizes)
     build_engine(
         onnx,
         engine,
-        image_size=params.data.image_size,
+        image_size=onnx_image_size(onnx, params.data.image_size),
         max_batch=max_batch,
         opt_batch=opt_batch if opt_batch and opt_batch <= max_batch else max_batch,
         precision=precision,
@@ -284,7 +291,7 @@ def _benchmark_tensorrt_platform(
         engine = _engine_from_onnx(params, onnx, work_dir, sizes, platform.precision, opt)
         return _time_model(params, "tensorrt", engine, sizes), "tensorrt-python", []
 
-    from components.benchmarking.tensorrt_build import detect_onnx_precision, plan_build
+    from components.benchmarking.tensorrt_build import detect_onnx_precision, onnx_image_size, plan_build
 
     version = tx.detect_version(exe)
     plan_build(version.major, platform.precision, detect_onnx_precision(onnx))  # fail early on a precision mismatch
@@ -292,12 +299,13 @@ def _benchmark_tensorrt_platform(
         onnx,
         work_dir,
         sizes,
-        params.data.image_size,
+        onnx_image_size(onnx, params.data.image_size),
         platform.precision,
         bench.warmup_seconds,
         bench.duration_seconds,
         bench.min_iterations,
         trtexec=exe,
+        version=version,
     )
     return records, "trtexec", sorted(work_dir.glob("trtexec-b*.log"))
 
@@ -310,10 +318,15 @@ def benchmark_platform(
     extra_tags: Mapping[str, str] | None = None,
     registry: PlatformRegistry | None = None,
 ) -> dict[str, Any]:
-    """Benchmark the model on the platform this runs on; returns a summary (records and MLflow run id)."""
+    """Benchmark the model on the platform this runs on; returns a summary (records and MLflow run id).
+
+    ``model_uri``: ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``runs:/...`` or a
+    local path; empty means the registry's champion (:func:`default_model_uri`).
+    """
     from components.benchmarking.model_ref import resolve_model
 
     platform = (registry or load_platforms()).get(platform_name)
+    model_uri = model_uri or default_model_uri(params)
     work_dir = benchmarks_dir(params) / platform.name
     model = resolve_model(params, model_uri, platform.runtime, work_dir / "model", model_version)
     version = model.version or model_version

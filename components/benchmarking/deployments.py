@@ -55,7 +55,7 @@ def platform_deployment_specs(
             name=platform.name,
             work_pool=platform.work_pool,
             parameters={"params_path": params_path, "platform": platform.name},
-            tags=("benchmark", platform.kind, platform.name),
+            tags=tuple(dict.fromkeys(("benchmark", platform.kind, platform.name))),
             description=(
                 f"Benchmark a model on {platform.display_name} ({platform.runtime}, {platform.precision}); "
                 f"needs a worker on work pool '{platform.work_pool}'."

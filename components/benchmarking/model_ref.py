@@ -92,7 +92,40 @@ def resolve_model(
         artifact_uri = f"models:/{name}/{version}"
     download_dir.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(download_dir))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(download_dir / "model"))
     except mlflow.exceptions.MlflowException as error:
         raise ModelRefError(f"{ref}: cannot download from MLflow ({error.message})") from None
-    return ResolvedModel(pick_model_file(Path(local), runtime), ref, str(version) if version else None, name)
+    version_text = str(version) if version else None
+    try:
+        return ResolvedModel(pick_model_file(Path(local), runtime), ref, version_text, name)
+    except ModelRefError as not_in_model:
+        if name is None:
+            raise
+        # The registered model is the PyTorch one; the ONNX export lives in the same run.
+        run_id = mlflow.MlflowClient().get_model_version(name, str(version)).run_id
+        found = _download_run_files(run_id, MODEL_SUFFIXES[runtime], download_dir / "run") if run_id else None
+        if found is None:
+            raise ModelRefError(
+                f"{not_in_model}; nor in the artifacts of its run {run_id or '(none)'}: log the exported model "
+                "there (mlflow.log_artifact(path, artifact_path='onnx')) or pass a local path"
+            ) from None
+        return ResolvedModel(pick_model_file(found, runtime), ref, version_text, name)
+
+
+def _download_run_files(run_id: str, suffixes: tuple[str, ...], dst: Path) -> Path | None:
+    """Download only the run's artifacts with ``suffixes`` (not its checkpoints); None when there are none."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    pending, wanted = [""], []
+    while pending:
+        for item in client.list_artifacts(run_id, pending.pop() or None):
+            if item.is_dir:
+                pending.append(item.path)
+            elif Path(item.path).suffix in suffixes:
+                wanted.append(item.path)
+    if not wanted:
+        return None
+    for artifact in wanted:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(dst))
+    return dst

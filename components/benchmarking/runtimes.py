@@ -131,7 +131,7 @@ def _load_pytorch(path: Path, image_size: int, threads: int | None, seed: int) -
 # ---------------------------------------------------------------------------- onnxruntime
 
 
-def onnx_image_size(shape: list[Any], fallback: int) -> int:
+def nchw_square_size(shape: list[Any], fallback: int) -> int:
     """The square image size of an NCHW input shape, or ``fallback`` when H/W are symbolic."""
     if len(shape) != 4:
         raise ModelLoadError(f"expected an NCHW input, got shape {shape}")
@@ -159,7 +159,7 @@ def _load_onnxruntime(path: Path, image_size: int, threads: int | None, seed: in
     if missing:
         raise ModelLoadError(f"{path}: inputs {missing} not found; the model has {list(inputs)}")
     first = inputs[INPUT_NAMES[0]]
-    size = onnx_image_size(list(first.shape), image_size)
+    size = nchw_square_size(list(first.shape), image_size)
     fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
 

@@ -142,6 +142,20 @@ def onnx_graph_precision(model: object) -> str:
     return "fp32"
 
 
+def onnx_image_size(onnx_path: Path | str, fallback: int, input_name: str = "input0") -> int:
+    """The static H (= W) of ``input_name`` in the ONNX, else ``fallback``; engine profiles must match the trace."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for item in model.graph.input:
+        if item.name == input_name:
+            dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in item.type.tensor_type.shape.dim]
+            if len(dims) == 4 and dims[2] and dims[2] == dims[3]:
+                return int(dims[2])
+            return fallback
+    raise EngineBuildError(f"{onnx_path}: no input named {input_name!r}")
+
+
 def profile_shapes(
     min_batch: int, opt_batch: int, max_batch: int, image_size: int
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -110,13 +110,14 @@ class TrtVersion(NamedTuple):
 def find_trtexec(
     hint: Path | str | None = None,
     env: Mapping[str, str] | None = None,
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] | None = None,
 ) -> Path:
     """``$TRTEXEC``, then ``PATH``, then ``hint`` (a platform's path), then JetPack's location.
 
     Raises :class:`TrtexecNotFound` naming every place looked in; nothing is recorded then.
     """
     env = os.environ if env is None else env
+    which = which or shutil.which
     looked: list[str] = []
     explicit = env.get("TRTEXEC")
     if explicit:
@@ -472,6 +473,7 @@ def benchmark_with_trtexec(
     hint: Path | None = None,
     workspace_mib: int | None = None,
     timeout: float | None = 3600.0,
+    version: TrtVersion | None = None,
 ) -> list[dict[str, Any]]:
     """Build and time one engine per batch size (shared timing cache); one record per batch.
 
@@ -479,7 +481,7 @@ def benchmark_with_trtexec(
     its per-iteration data is re-summarised as a cross-check (``export_pairs_per_second``).
     """
     exe = trtexec or find_trtexec(hint)
-    version = detect_version(exe)
+    version = version or detect_version(exe)
     work_dir.mkdir(parents=True, exist_ok=True)
     max_batch = max(batch_sizes)
     records = []

@@ -116,8 +116,9 @@ def _log_to_training_run(params: Params, checkpoint: Path, results: dict[str, fl
     client = mlflow.MlflowClient()
     run_id = run.get("run_id")
     if run_id is None:
-        experiment = mlflow.set_experiment(params.tracking.experiment)
-        run_id = client.create_run(experiment.experiment_id, run_name="evaluate-segment").info.run_id
+        from components.tracking import ensure_experiment
+
+        run_id = client.create_run(ensure_experiment(params), run_name="evaluate-segment").info.run_id
     for key, value in results.items():
         if value == value:  # skip nan
             client.log_metric(run_id, f"final/{key}", value)

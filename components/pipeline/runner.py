@@ -27,7 +27,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
     """
     import mlflow
 
-    from components.tracking import is_rank_zero, log_metrics, run_tags, tracking_uri, tree_hash
+    from components.tracking import ensure_experiment, is_rank_zero, log_metrics, run_tags, tree_hash
 
     if not isinstance(params, Params):
         params = load_params(params)
@@ -35,12 +35,11 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
     stage = get_stage(name)
     if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
         return stage.function()(params)
-    mlflow.set_tracking_uri(tracking_uri(params))
-    experiment = mlflow.set_experiment(params.tracking.experiment)
+    experiment_id = ensure_experiment(params)
     tags = {**run_tags(params), "stage": name}
     with mlflow.start_run(
         run_name=name,
-        experiment_id=experiment.experiment_id,
+        experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         nested=parent_run_id is not None,
         tags=tags,
@@ -123,12 +122,11 @@ def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
     """Open the parent MLflow run of a pipeline run and return its id (closed by :func:`end_pipeline_run`)."""
     import mlflow
 
-    from components.tracking import flatten, run_tags, tracking_uri
+    from components.tracking import ensure_experiment, flatten, run_tags
 
-    mlflow.set_tracking_uri(tracking_uri(params))
-    experiment = mlflow.set_experiment(params.tracking.experiment)
+    experiment_id = ensure_experiment(params)
     client = mlflow.MlflowClient()
-    run = client.create_run(experiment.experiment_id, run_name=run_name, tags={**run_tags(params), "kind": "pipeline"})
+    run = client.create_run(experiment_id, run_name=run_name, tags={**run_tags(params), "kind": "pipeline"})
     flat = flatten(params.model_dump(mode="json"))
     for key, value in flat.items():
         client.log_param(run.info.run_id, key, str(value)[:6000])

@@ -105,4 +105,57 @@ def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     return model, rewritten
 
 
-__all__ = ["convtranspose_to_subpixel", "subpixel_weights"]
+def fuse_pad_into_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Copy of ``model`` with each constant zero ``Pad`` that feeds only a ``Conv`` folded into its pads.
+
+    Frozen SAME padding (:mod:`components.export.static_padding`) exports as ``Pad -> Conv``; as
+    separate nodes the quantizer gives the ``Pad`` its own Q/DQ and onnxruntime runs it as a
+    full copy of the feature map. Folded, it is the convolution's (asymmetric) border. Returns the
+    new model and the number of pads folded.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    removed: set[int] = set()
+    folded = 0
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Pad" or node.output[0] in graph_outputs:
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != node.output[0]:
+            continue
+        conv = users[0]
+        attrs = _attributes(node)
+        if attrs.get("mode", b"constant") not in (b"constant", "constant") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            if node.input[2] not in inits or np.any(numpy_helper.to_array(inits[node.input[2]]) != 0):
+                continue
+        if len(node.input) > 3 and node.input[3]:  # explicit axes: not produced by the exporter
+            continue
+        pads = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
+        if len(pads) != 8 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
+            continue
+        conv_attrs = _attributes(conv)
+        if conv_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        old = list(conv_attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
+        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+        kept = [a for a in conv.attribute if a.name != "pads"]
+        del conv.attribute[:]
+        conv.attribute.extend([*kept, helper.make_attribute("pads", new)])
+        conv.input[0] = node.input[0]
+        removed.add(index)
+        folded += 1
+    nodes = [n for i, n in enumerate(graph.node) if i not in removed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model, folded
+
+
+__all__ = ["convtranspose_to_subpixel", "fuse_pad_into_conv", "subpixel_weights"]

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from components.config import Params
 from components.fsutil import write_json
-from components.tracking import flatten, git_commit, run_tags, tracking_uri
+from components.tracking import ensure_experiment, flatten, git_commit, run_tags, tracking_uri
 from components.training.segment_data import SegmentDataModule
 from components.training.segment_module import MONITOR, ChangeSegmentModule
 
@@ -102,6 +102,7 @@ def train_segment(params: Params) -> dict[str, float]:
     import mlflow
 
     active = mlflow.active_run()  # the stage's run when started by the pipeline runner
+    ensure_experiment(params)  # artifacts beside the SQLite store, not in ./mlruns
     logger = MLFlowLogger(
         experiment_name=params.tracking.experiment,
         tracking_uri=tracking_uri(params),

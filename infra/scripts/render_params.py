@@ -18,6 +18,11 @@ from typing import Any
 
 import yaml
 
+# The checkout's own schema, even where an older inspectops is installed (the image).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``base`` with ``overlay`` applied: nested mappings merge, other values replace."""

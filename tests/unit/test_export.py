@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,15 @@ from tests.conftest import tiny_params_dict
 
 SIZE = 64
 TINY_MODEL = {"backbone": "tf_efficientnet_lite0", "pretrained": "none", "embed_dim": 16}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared CPU: one thread avoids OpenMP spin-waiting (5x slower exports)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -212,6 +212,29 @@ def test_shell_scripts_have_valid_syntax(path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _shell_syntax_error(script: str, shell: str = "sh") -> str | None:
+    """``None`` when ``shell -n`` accepts the script, else its complaint."""
+    executable = shutil.which(shell)
+    if executable is None:
+        pytest.skip(f"{shell} not available")
+    result = subprocess.run([executable, "-n", "-c", script], capture_output=True, text=True, check=False)
+    return None if result.returncode == 0 else result.stderr
+
+
+def test_embedded_shell_scripts_have_valid_syntax() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        entrypoint = service.get("entrypoint") or []
+        if entrypoint[-2:] == ["/bin/sh", "-c"] or entrypoint == ["/bin/sh", "-c"]:
+            script = "\n".join(service["command"]).replace("$$", "$")  # compose's escape for a literal $
+            assert _shell_syntax_error(script) is None, f"compose service {name}: {_shell_syntax_error(script)}"
+    for role, replica in _pytorchjob()["spec"]["pytorchReplicaSpecs"].items():
+        container = _replica_container(replica)
+        assert container["command"][:2] == ["bash", "-c"]
+        script = container["args"][0]
+        assert _shell_syntax_error(script, "bash") is None, f"PyTorchJob {role}: {_shell_syntax_error(script, 'bash')}"
+
+
 # --------------------------------------------------------------------------- compose
 
 
@@ -426,6 +449,14 @@ def test_dockerignore_keeps_secrets_and_data_out_but_not_the_sources() -> None:
         assert required in patterns, f"{DOCKERIGNORE_PATH.name} must exclude {required}"
     for needed in ("pyproject.toml", "README.md", "components", "flows", "infra", "infra/scripts", "params.yaml"):
         assert needed not in patterns, f"{DOCKERIGNORE_PATH.name} excludes {needed}, which the image needs"
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE_PATH, MLFLOW_DOCKERFILE_PATH], ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_dockerfile_run_instructions_have_valid_shell_syntax(path: Path) -> None:
+    for command in _dockerfile_commands(path):
+        if command.cmd == "RUN" and not command.json:
+            error = _shell_syntax_error(command.value[0])
+            assert error is None, f"{path.name} line {command.start_line}: {error}"
 
 
 def test_mlflow_dockerfile_runs_as_non_root() -> None:

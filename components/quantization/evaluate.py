@@ -1,0 +1,94 @@
+"""Judge a quantized model: val metrics with the FP32 model's own code, IoU drop, promotion flag.
+
+Every quantized model, whatever runs it (onnxruntime session, torchao module), goes through
+:func:`components.evaluation.evaluate_segment.evaluate_model`, the function that measured the
+FP32 checkpoint, on the same val split and threshold. So the reported drop is the quantization's
+alone. A model losing more than ``quantize.iou_tolerance`` change-IoU is marked not promotable
+in its sidecar (``<model>.json``, key ``promotable``) and in the metrics
+(``quantize/<backend>/within_tolerance`` = 0); the registry must not promote it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+from components.evaluation.evaluate_segment import evaluate_model
+from components.export.onnx_export import sidecar_path
+from components.fsutil import write_json
+from components.training.segment_data import ChangeSegmentDataset
+
+REPORTED = ("iou", "f1", "precision", "recall", "miou", "image_auroc", "pixel_ap")
+"""Val metrics copied into ``quantize.json`` per backend (the sidecar holds all of them)."""
+
+
+def evaluate_runner(runner: Any, dataset: ChangeSegmentDataset, params: Params) -> dict[str, float]:
+    """All val metrics of ``runner`` (a model or any ``(test, golden) -> logits`` callable with ``eval()``)."""
+    metrics, _ = evaluate_model(
+        runner, dataset, params.segment.eval.threshold, params.segment.eval.batch_size, params.segment.model.num_classes
+    )
+    return {key: float(value) for key, value in metrics.compute().items()}
+
+
+def judge(quantized_iou: float, fp32_iou: float, tolerance: float) -> tuple[float, bool]:
+    """``(iou drop, within tolerance)``; a nan IoU on either side is never within tolerance."""
+    drop = fp32_iou - quantized_iou
+    if math.isnan(drop):
+        return drop, False
+    return drop, drop <= tolerance + 1e-12
+
+
+def record_result(
+    key: str,
+    model_path: Path,
+    info: dict[str, Any],
+    val_metrics: dict[str, float] | None,
+    fp32_iou: float,
+    tolerance: float,
+    skipped: str | None = None,
+) -> dict[str, float]:
+    """Write ``<model>.json`` with the verdict and return the ``quantize/<key>/...`` metrics.
+
+    ``skipped``: why the model could not be evaluated here (e.g. FP8 on a CPU). It then gets no
+    numbers at all, never invented ones, and is not promotable.
+    """
+    prefix = f"quantize/{key}"
+    size_mb = model_path.stat().st_size / 1e6 if model_path.is_file() else math.nan
+    metrics: dict[str, float] = {f"{prefix}/size_mb": size_mb, f"{prefix}/seconds": float(info.get("seconds", math.nan))}
+    sidecar: dict[str, Any] = {
+        **info,
+        "model": model_path.name,
+        "fp32_val_iou": _json_float(fp32_iou),
+        "iou_tolerance": tolerance,
+        "size_mb": _json_float(size_mb),
+    }
+    if val_metrics is None:
+        sidecar.update({"evaluated": False, "skipped_reason": skipped, "within_tolerance": False, "promotable": False})
+        metrics[f"{prefix}/evaluated"] = 0.0
+        metrics[f"{prefix}/within_tolerance"] = 0.0
+    else:
+        drop, within = judge(val_metrics.get("iou", math.nan), fp32_iou, tolerance)
+        sidecar.update(
+            {
+                "evaluated": True,
+                "val": {k: _json_float(v) for k, v in val_metrics.items()},
+                "iou_drop": _json_float(drop),
+                "within_tolerance": within,
+                "promotable": within,
+            }
+        )
+        metrics[f"{prefix}/evaluated"] = 1.0
+        metrics.update({f"{prefix}/val_{k}": val_metrics[k] for k in REPORTED if k in val_metrics})
+        metrics[f"{prefix}/iou_drop"] = drop
+        metrics[f"{prefix}/within_tolerance"] = float(within)
+    write_json(sidecar_path(model_path), sidecar)
+    return metrics
+
+
+def _json_float(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+__all__ = ["REPORTED", "evaluate_runner", "judge", "record_result"]

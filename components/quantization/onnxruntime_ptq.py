@@ -1,0 +1,200 @@
+"""Static INT8 post-training quantization of the FP32 ONNX export with onnxruntime.
+
+Two variants come out of one calibration sample, because the best Q/DQ graph for TensorRT is
+not the best one for onnxruntime on an x86 CPU:
+
+``tensorrt`` -> ``segment_int8_qdq.onnx``
+    Symmetric INT8 activations and weights (S8S8, zero points 0), per-channel weights, Q/DQ
+    format, graph structure as exported. TensorRT only accepts symmetric Q/DQ. onnxruntime CPU
+    runs it correctly (so its accuracy is measured here) but slowly: its x86 integer kernels
+    are built around unsigned activations, and several S8S8 node groups stay in float.
+
+``cpu`` -> ``segment_int8_cpu.onnx``
+    Unsigned asymmetric activations with signed symmetric weights (U8S8), which is what
+    onnxruntime's x86 kernels (VNNI ``vpdpbusd``) compute natively, plus two exact graph rewrites
+    (:mod:`components.quantization.onnx_rewrite`): ``ConvTranspose`` as sub-pixel convolution,
+    which onnxruntime has no integer kernel for, and the frozen SAME pads folded into their
+    convolutions. With these the whole network runs as integer convolutions in one channels-last
+    layout. ``reduce_range`` stays off: it exists for pre-VNNI CPUs, whose 16-bit intermediate
+    sums can saturate, and costs a bit of weight precision everywhere else.
+
+Both start with ``quant_pre_process`` (symbolic shape inference and onnxruntime's basic graph
+optimizations), so that BatchNorms are folded before calibration and every activation has the
+shape information the quantizer needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from components.export.onnx_export import assert_self_contained
+from components.quantization.calibration import CalibrationSet
+from components.quantization.onnx_rewrite import convtranspose_to_subpixel, fuse_pad_into_conv
+
+_log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class OnnxQuantizationError(RuntimeError):
+    """onnxruntime quantization that failed; the message names the input and output files."""
+
+
+@dataclass(frozen=True)
+class OrtVariant:
+    """One onnxruntime INT8 recipe and the file it writes."""
+
+    key: str
+    """Metric key part: ``quantize/<key>/...``."""
+    filename: str
+    target: str
+    """Runtime the graph is shaped for (``tensorrt`` or ``onnxruntime-cpu``)."""
+    unsigned_activations: bool
+    subpixel_upsampling: bool
+    reduce_range: bool = False
+    exclude_op_types: tuple[str, ...] = ()
+    extra_options: dict[str, Any] = field(default_factory=dict)
+
+
+TENSORRT_VARIANT = OrtVariant(
+    key="onnxruntime",
+    filename="segment_int8_qdq.onnx",
+    target="tensorrt",
+    unsigned_activations=False,
+    subpixel_upsampling=False,
+)
+CPU_VARIANT = OrtVariant(
+    key="onnxruntime_cpu",
+    filename="segment_int8_cpu.onnx",
+    target="onnxruntime-cpu",
+    unsigned_activations=True,
+    subpixel_upsampling=True,
+)
+VARIANTS: tuple[OrtVariant, ...] = (TENSORRT_VARIANT, CPU_VARIANT)
+
+
+def preprocess(model_path: Path, out_path: Path) -> dict[str, int]:
+    """``quant_pre_process`` then the rewrites every variant gets; returns what the rewrites did.
+
+    Falls back to onnx's own shape inference when the symbolic one cannot resolve a graph (a
+    backbone with dynamic padding that :mod:`components.export.static_padding` did not freeze).
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(model_path), str(out_path))
+    except Exception as error:  # symbolic shape inference raises a bare Exception
+        _log.warning("%s: symbolic shape inference failed (%s); using onnx shape inference only", model_path, error)
+        quant_pre_process(str(model_path), str(out_path), skip_symbolic_shape=True)
+    model, pads = fuse_pad_into_conv(onnx.load(str(out_path)))
+    onnx.save(model, str(out_path))
+    return {"pads_folded": pads}
+
+
+def _calibration_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    if name not in methods:
+        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {name!r}")
+    return methods[name]
+
+
+def quantize_onnx(
+    fp32_path: Path | str,
+    out_path: Path | str,
+    calibration: CalibrationSet,
+    variant: OrtVariant,
+    per_channel: bool = True,
+    calibration_method: str = "minmax",
+    exclude_nodes: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Write the INT8 Q/DQ model of ``variant`` for ``fp32_path`` to ``out_path`` (atomically).
+
+    Returns a description for the model's sidecar (recipe, rewrites, calibration, seconds).
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise OnnxQuantizationError(f"{fp32_path}: FP32 ONNX model not found (run the export stage first)")
+    started = time.perf_counter()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.tmp-", dir=out_path.parent) as tmp_dir:
+        work = Path(tmp_dir)
+        prepared = work / "prepared.onnx"
+        try:
+            rewrites = preprocess(fp32_path, prepared)
+            if variant.subpixel_upsampling:
+                model, count = convtranspose_to_subpixel(onnx.load(str(prepared)))
+                onnx.save(model, str(prepared))
+                rewrites["convtranspose_to_subpixel"] = count
+            nodes_to_exclude = list(exclude_nodes) + _nodes_of_types(prepared, variant.exclude_op_types)
+            staged = work / "int8.onnx"
+            quantize_static(
+                str(prepared),
+                str(staged),
+                calibration.onnx_reader(batch_size=1),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=variant.reduce_range,
+                activation_type=QuantType.QUInt8 if variant.unsigned_activations else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=nodes_to_exclude or None,
+                calibrate_method=_calibration_method(calibration_method),
+                extra_options={
+                    "ActivationSymmetric": not variant.unsigned_activations,
+                    "WeightSymmetric": True,
+                    **variant.extra_options,
+                },
+            )
+            assert_self_contained(staged)
+        except OnnxQuantizationError:
+            raise
+        except Exception as error:
+            raise OnnxQuantizationError(
+                f"{fp32_path} -> {out_path}: onnxruntime quantization ({variant.key}) failed: {type(error).__name__}: {error}"
+            ) from error
+        staged.chmod(0o644)
+        os.replace(staged, out_path)
+    return {
+        "backend": "onnxruntime",
+        "variant": variant.key,
+        "target": variant.target,
+        "format": "onnx-qdq",
+        "precision": "int8",
+        "activations": "uint8 asymmetric" if variant.unsigned_activations else "int8 symmetric",
+        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
+        "reduce_range": variant.reduce_range,
+        "calibration_method": calibration_method,
+        "excluded_nodes": nodes_to_exclude,
+        "rewrites": rewrites,
+        "source_model": fp32_path.name,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _nodes_of_types(model_path: Path, op_types: tuple[str, ...]) -> list[str]:
+    if not op_types:
+        return []
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in op_types]
+
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "CPU_VARIANT",
+    "TENSORRT_VARIANT",
+    "VARIANTS",
+    "OnnxQuantizationError",
+    "OrtVariant",
+    "preprocess",
+    "quantize_onnx",
+]
