@@ -23,12 +23,18 @@ app.add_typer(data_app, name="data")
 train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
 infer_app = typer.Typer(help="Run a trained model on new images.", no_args_is_help=True)
+export_app = typer.Typer(help="Export a trained model to ONNX.", no_args_is_help=True)
+quantize_app = typer.Typer(help="Post-training quantization.", no_args_is_help=True)
+benchmark_app = typer.Typer(help="Time models like trtexec: throughput and latency percentiles.")
 register_app = typer.Typer(help="Register models and promote them through the gate.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(infer_app, name="infer")
 app.add_typer(register_app, name="register")
+app.add_typer(export_app, name="export")
+app.add_typer(quantize_app, name="quantize")
+app.add_typer(benchmark_app, name="benchmark")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
 SetOption = Annotated[
@@ -49,6 +55,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.training.segment_module", "CheckpointError"),
         ("components.inference.segment_infer", "PairingError"),
         ("components.models.changenet.pretrained", "PretrainedLoadError"),
+        ("components.export.stage", "DeployStageError"),
+        ("components.benchmarking.bench", "BenchmarkSetupError"),
+        ("components.benchmarking.harness", "BenchmarkError"),
+        ("components.benchmarking.runtimes", "RuntimeUnavailable"),
+        ("components.benchmarking.runtimes", "ModelLoadError"),
+        ("components.benchmarking.platforms", "PlatformError"),
+        ("components.benchmarking.trtexec", "TrtexecError"),
+        ("components.benchmarking.tensorrt_build", "EngineBuildError"),
     ):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -191,6 +205,63 @@ def register_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption
     """Register the trained model in MLflow; move `champion` only if it beats the current one."""
     with _friendly_errors():
         _run_stage("register", _load(params, set_))
+
+
+@export_app.command("segment")
+def export_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Export the best checkpoint to artifacts/deploy/segment_fp32.onnx; fails if parity with torch fails."""
+    with _friendly_errors():
+        _run_stage("export", _load(params, set_))
+
+
+@quantize_app.command("segment")
+def quantize_segment(
+    backend: Annotated[str | None, typer.Option(help="modelopt | onnxruntime | torchao (default: quantize.backends).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Quantize (INT8 PTQ) and evaluate on val against FP32; a drop beyond the tolerance is flagged."""
+    with _friendly_errors():
+        overrides = list(set_ or [])
+        if backend:
+            overrides.append(f"quantize.backends=[{backend}]")
+        _run_stage("quantize", _load(params, overrides))
+
+
+@benchmark_app.callback(invoke_without_command=True)
+def benchmark(
+    ctx: typer.Context,
+    model: Annotated[Path | None, typer.Option(help="Model: .ckpt/.pt (pytorch), .onnx, or a TensorRT engine.")] = None,
+    runtime: Annotated[str, typer.Option(help="pytorch | onnxruntime | tensorrt")] = "onnxruntime",
+    batch_sizes: Annotated[str | None, typer.Option(help="e.g. 1,8,16,32 (default benchmark.batch_sizes).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Precision label (TensorRT: build precision).")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Registry version, for the MLflow tags.")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Benchmark one model here: JSON under artifacts/benchmarks and MLflow metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        typer.secho("error: --model is required (or use `inspectops benchmark platform`)", fg="red", err=True)
+        raise typer.Exit(code=2)
+    from components.benchmarking.bench import parse_batch_sizes, run_benchmark
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        sizes = parse_batch_sizes(batch_sizes) if batch_sizes else None
+        for record in run_benchmark(p, model, runtime, sizes, precision, model_version):
+            typer.echo(
+                f"batch {record['batch_size']:>3}: {record['pairs_per_second']:.2f} pairs/s, "
+                f"latency median {record['latency_median_ms']:.2f} ms, p99 {record['latency_p99_ms']:.2f} ms"
+            )
+
+
+@benchmark_app.command("platform")
+def benchmark_platform(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """The pipeline stage: time the exported models on benchmark.platform and write the comparison table."""
+    with _friendly_errors():
+        _run_stage("benchmark", _load(params, set_))
 
 
 @pipeline_app.command("run")

@@ -36,6 +36,8 @@ def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) ->
         for stage in plan(params, until):
             configured = run_stage_task.with_options(name=f"stage-{stage.name}", retries=stage.retries)
             results[stage.name] = configured(stage.name, str(Path(params_path)), parent_run_id)
+            for report in runner.stage_reports(stage, params):
+                create_markdown_artifact(key=f"inspectops-{stage.name}", markdown=report, description=stage.description)
         status = "FINISHED"
     finally:
         flat = {key: value for metrics in results.values() for key, value in metrics.items()}

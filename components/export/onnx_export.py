@@ -94,7 +94,27 @@ def assert_self_contained(path: Path) -> None:
         raise ExportError(f"{path}: not a valid ONNX model ({type(error).__name__}: {error})") from None
     external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise ExportError(f"{path}: {len(external)} tensor(s) stored in external data (e.g. {external[0]}); expected one self-contained file")
+        raise ExportError(
+            f"{path}: {len(external)} tensor(s) stored in external data (e.g. {external[0]}); expected one self-contained file"
+        )
+
+
+def _prune_unused_initializers(path: Path) -> None:
+    """Drop weights no node reads (constant folding leaves the SAME-padding constants behind).
+
+    onnxruntime would drop them itself, with a warning per tensor at every session start.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]
+    if len(kept) == len(graph.initializer):
+        return
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(proto, str(path))
 
 
 def _umask() -> int:
@@ -197,8 +217,11 @@ def export_segment_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
+        _prune_unused_initializers(tmp)
         assert_self_contained(tmp)
-        max_abs, equal_pixels = measure_parity(reference, OnnxSegmentModel(tmp, all_outputs=params.side_outputs), test, golden)
+        max_abs, equal_pixels = measure_parity(
+            reference, OnnxSegmentModel(tmp, all_outputs=params.side_outputs), test, golden
+        )
         if max_abs > params.parity_max_abs_logit or equal_pixels < params.parity_min_equal_pixels:
             raise ExportError(
                 f"{out_path}: onnxruntime does not match PyTorch on {len(test)} val pairs: "

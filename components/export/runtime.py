@@ -70,7 +70,9 @@ class OnnxSegmentModel:
     ``all_outputs=True``. ``eval()`` exists so that code written for ``nn.Module`` runs unchanged.
     """
 
-    def __init__(self, path: Path | str, threads: int | None = None, optimization: str = "all", all_outputs: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, threads: int | None = None, optimization: str = "all", all_outputs: bool = False
+    ) -> None:
         self.path = Path(path)
         self.session = create_session(self.path, threads=threads, optimization=optimization)
         inputs = [i.name for i in self.session.get_inputs()]

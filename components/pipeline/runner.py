@@ -110,6 +110,12 @@ def execute_stage(name: str, params_path: Path | str, parent_run_id: str | None 
     return run_stage(name, params_path, parent_run_id)
 
 
+def stage_reports(stage: Stage, params: Params) -> list[str]:
+    """The Markdown reports a stage wrote (e.g. the benchmark comparison table), for Prefect artifacts."""
+    paths = (resolve_path(template, params) for template in stage.reports)
+    return [path.read_text() for path in paths if path.is_file()]
+
+
 def stage_params(keys: tuple[str, ...], params: Params) -> dict[str, str]:
     """The params a stage declares (DVC's ``params:``), flattened to ``section.key`` names."""
     from components.tracking import flatten

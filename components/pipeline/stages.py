@@ -44,6 +44,8 @@ class Stage:
     plots: tuple[str, ...] = ()
     only_for_source: str | None = None
     retries: int = 0
+    reports: tuple[str, ...] = ()
+    """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def function(self) -> StageFn:
@@ -57,6 +59,7 @@ class Stage:
 RAW = "${paths.data_dir}/${data.source}/${data.category}"
 DATASETS = "${paths.artifacts_dir}/datasets"
 METRICS = "${paths.artifacts_dir}/metrics"
+DEPLOY = "${paths.artifacts_dir}/deploy"
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -111,15 +114,52 @@ STAGES: tuple[Stage, ...] = (
         metrics=(f"{METRICS}/segment.json",),
     ),
     Stage(
+        name="export",
+        command="inspectops export segment",
+        entrypoint="components.pipeline.steps:export_segment",
+        description="ONNX export (test, golden -> change logits, dynamic batch) with a torch parity check.",
+        deps=("${paths.artifacts_dir}/models/segment", DATASETS, "components/export"),
+        params=("export",),
+        outs=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_fp32.json"),
+        metrics=(f"{METRICS}/export.json",),
+    ),
+    Stage(
+        name="quantize",
+        command="inspectops quantize segment",
+        entrypoint="components.pipeline.steps:quantize_segment",
+        description="Post-training quantization (quantize.backends), each judged on val against FP32.",
+        deps=("${paths.artifacts_dir}/models/segment", f"{DEPLOY}/segment_fp32.onnx", DATASETS, "components/quantization"),
+        params=("seed", "quantize"),
+        # The default backend's models; other backends write beside them (untracked by DVC).
+        outs=(f"{DEPLOY}/segment_int8_qdq.onnx", f"{DEPLOY}/segment_int8_cpu.onnx"),
+        metrics=(f"{METRICS}/quantize.json",),
+    ),
+    Stage(
         name="register",
         command="inspectops register segment",
         entrypoint="components.pipeline.steps:register_segment",
         description="Register the model in MLflow; move the champion alias only if the gate passes.",
-        deps=(f"{METRICS}/segment.json", "${paths.artifacts_dir}/models/segment", "components/registry.py"),
+        deps=(
+            f"{METRICS}/segment.json",
+            f"{METRICS}/quantize.json",
+            "${paths.artifacts_dir}/models/segment",
+            "components/registry.py",
+        ),
         params=("quantize.iou_tolerance", "tracking.registered_model"),
         outs=("${paths.artifacts_dir}/registry",),
         metrics=(f"{METRICS}/register.json",),
         retries=2,  # the registry is a server in a team stack: retry passing network errors
+    ),
+    Stage(
+        name="benchmark",
+        command="inspectops benchmark platform",
+        entrypoint="components.pipeline.steps:benchmark_platform",
+        description="trtexec-style timing of the FP32 and INT8 ONNX on this machine, beside TAO's platforms.",
+        deps=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_int8_qdq.onnx", "${paths.artifacts_dir}/registry", "components/benchmarking"),
+        params=("benchmark",),
+        outs=("${paths.artifacts_dir}/benchmarks",),
+        metrics=(f"{METRICS}/benchmark.json",),
+        reports=("${paths.artifacts_dir}/benchmarks/comparison.md",),
     ),
 )
 

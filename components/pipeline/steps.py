@@ -63,3 +63,42 @@ def register_segment(params: Params) -> dict[str, float]:
     from components.registry import register_segment_model
 
     return register_segment_model(params)
+
+
+def export_segment(params: Params) -> dict[str, float]:
+    """Export the best checkpoint to ONNX (parity-checked) and attach it to the training run."""
+    from components.export.stage import deploy_dir, export_stage
+
+    metrics = export_stage(params)
+    _attach_to_training_run(params, deploy_dir(params) / "segment_fp32.onnx", "onnx")
+    return metrics
+
+
+def quantize_segment(params: Params) -> dict[str, float]:
+    """Quantize with every backend in ``quantize.backends``; each is evaluated on val."""
+    from components.export.stage import quantize_stage
+
+    return quantize_stage(params)
+
+
+def benchmark_platform(params: Params) -> dict[str, float]:
+    """Benchmark the deployable models on this machine's platform and write the comparison."""
+    from components.benchmarking.stage import benchmark_stage
+
+    return benchmark_stage(params)
+
+
+def _attach_to_training_run(params: Params, path, artifact_path: str) -> None:  # type: ignore[no-untyped-def]
+    """Log a deploy artifact into the training run, where registry model versions point."""
+    import json
+
+    import mlflow
+
+    from components.training.train_segment import model_dir
+
+    run_file = model_dir(params) / "run.json"
+    if not run_file.is_file() or not path.is_file():
+        return
+    run = json.loads(run_file.read_text())
+    mlflow.set_tracking_uri(run["tracking_uri"])
+    mlflow.MlflowClient().log_artifact(run["run_id"], str(path), artifact_path=artifact_path)

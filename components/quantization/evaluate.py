@@ -56,7 +56,10 @@ def record_result(
     """
     prefix = f"quantize/{key}"
     size_mb = model_path.stat().st_size / 1e6 if model_path.is_file() else math.nan
-    metrics: dict[str, float] = {f"{prefix}/size_mb": size_mb, f"{prefix}/seconds": float(info.get("seconds", math.nan))}
+    metrics: dict[str, float] = {
+        f"{prefix}/size_mb": size_mb,
+        f"{prefix}/seconds": float(info.get("seconds", math.nan)),
+    }
     sidecar: dict[str, Any] = {
         **info,
         "model": model_path.name,

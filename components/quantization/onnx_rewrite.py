@@ -87,12 +87,19 @@ def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         graph.initializer.extend([numpy_helper.from_array(conv_w, w_name), numpy_helper.from_array(conv_b, b_name)])
         new_nodes.append(
             helper.make_node(
-                "Conv", [node.input[0], w_name, b_name], [mid], name=f"{base}_subpixel_conv",
-                kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+                "Conv",
+                [node.input[0], w_name, b_name],
+                [mid],
+                name=f"{base}_subpixel_conv",
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                strides=[1, 1],
             )
         )
         new_nodes.append(
-            helper.make_node("DepthToSpace", [mid], [node.output[0]], name=f"{base}_subpixel_d2s", blocksize=2, mode="CRD")
+            helper.make_node(
+                "DepthToSpace", [mid], [node.output[0]], name=f"{base}_subpixel_d2s", blocksize=2, mode="CRD"
+            )
         )
         replaced.update(node.input[1:3])
         rewritten += 1
@@ -103,6 +110,12 @@ def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return model, rewritten
+
+
+def _zero_or_absent(node: onnx.NodeProto, index: int, inits: dict[str, onnx.TensorProto]) -> bool:
+    if len(node.input) <= index or not node.input[index]:
+        return True
+    return node.input[index] in inits and not np.any(numpy_helper.to_array(inits[node.input[index]]))
 
 
 def fuse_pad_into_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -131,11 +144,14 @@ def fuse_pad_into_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             continue
         conv = users[0]
         attrs = _attributes(node)
-        if attrs.get("mode", b"constant") not in (b"constant", "constant") or len(node.input) < 2 or node.input[1] not in inits:
+        if (
+            attrs.get("mode", b"constant") not in (b"constant", "constant")
+            or len(node.input) < 2
+            or node.input[1] not in inits
+        ):
             continue
-        if len(node.input) > 2 and node.input[2]:
-            if node.input[2] not in inits or np.any(numpy_helper.to_array(inits[node.input[2]]) != 0):
-                continue
+        if not _zero_or_absent(node, 2, inits):  # a non-zero pad value is not a convolution border
+            continue
         if len(node.input) > 3 and node.input[3]:  # explicit axes: not produced by the exporter
             continue
         pads = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
@@ -158,4 +174,108 @@ def fuse_pad_into_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return model, folded
 
 
-__all__ = ["convtranspose_to_subpixel", "fuse_pad_into_conv", "subpixel_weights"]
+def _is_plain_3x3(node: onnx.NodeProto) -> bool:
+    attrs = _attributes(node)
+    return (
+        list(attrs.get("kernel_shape", [])) == [3, 3]
+        and list(attrs.get("strides", [1, 1])) == [1, 1]
+        and list(attrs.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1]
+        and list(attrs.get("dilations", [1, 1])) == [1, 1]
+        and int(attrs.get("group", 1)) == 1  # type: ignore[call-overload]
+        and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    )
+
+
+def narrow_conv_to_shifted_sum(model: onnx.ModelProto, max_out_channels: int = 4) -> tuple[onnx.ModelProto, int]:
+    """Copy of ``model`` with each 3x3 ``Conv`` of at most ``max_out_channels`` outputs as 1x1 conv + shifted sum.
+
+    A 3x3 convolution with very few output channels (ChangeNet's classifier: 64 -> 2 at full
+    resolution) is the slowest integer kernel of onnxruntime's CPU provider: it builds a 9x
+    im2col copy of its input only to multiply it by a 2-column matrix. The same function is a
+    1x1 convolution producing ``9 * O`` maps (one per kernel tap), zero-padded by one pixel,
+    whose nine tap-shifted ``O``-channel windows are summed:
+    ``y[o, i, j] = sum_{u,v} z[(u, v, o), i + u - 1, j + v - 1]``. The bias rides on the centre tap,
+    whose window never reads padding. Returns the new model and how many convolutions changed.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    rewritten = 0
+    replaced: set[str] = set()
+    new_nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        weight_init = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if weight_init is None or not _is_plain_3x3(node):
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(weight_init)
+        out_ch, in_ch = weight.shape[:2]
+        has_bias = len(node.input) > 2 and node.input[2] != ""
+        if out_ch > max_out_channels or (has_bias and node.input[2] not in inits):
+            new_nodes.append(node)
+            continue
+        bias = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(out_ch, weight.dtype)
+        taps = weight.transpose(2, 3, 0, 1).reshape(9 * out_ch, in_ch, 1, 1)  # channel (u * 3 + v) * O + o
+        tap_bias = np.zeros(9 * out_ch, dtype=weight.dtype)
+        tap_bias[4 * out_ch : 5 * out_ch] = bias  # centre tap (u = v = 1)
+        base = node.name or node.output[0]
+        names = {k: f"{base}_shifted_{k}" for k in ("w", "b", "taps", "pads", "padded")}
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.ascontiguousarray(taps), names["w"]),
+                numpy_helper.from_array(tap_bias, names["b"]),
+                numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64), names["pads"]),
+            ]
+        )
+        new_nodes.append(
+            helper.make_node(
+                "Conv",
+                [node.input[0], names["w"], names["b"]],
+                [names["taps"]],
+                name=f"{base}_taps",
+                kernel_shape=[1, 1],
+            )
+        )
+        new_nodes.append(
+            helper.make_node(
+                "Pad", [names["taps"], names["pads"]], [names["padded"]], name=f"{base}_taps_pad", mode="constant"
+            )
+        )
+        windows = []
+        for u in range(3):
+            for v in range(3):
+                k = u * 3 + v
+                bounds = {
+                    "starts": [k * out_ch, u, v],
+                    "ends": [(k + 1) * out_ch, -2 + u if u < 2 else 2**62, -2 + v if v < 2 else 2**62],
+                }
+                for key, values in bounds.items():
+                    graph.initializer.append(
+                        numpy_helper.from_array(np.array(values, dtype=np.int64), f"{base}_shift{k}_{key}")
+                    )
+                axes = f"{base}_shift_axes"
+                if k == 0:
+                    graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), axes))
+                window = f"{base}_shift{k}"
+                new_nodes.append(
+                    helper.make_node(
+                        "Slice",
+                        [names["padded"], f"{base}_shift{k}_starts", f"{base}_shift{k}_ends", axes],
+                        [window],
+                        name=window,
+                    )
+                )
+                windows.append(window)
+        new_nodes.append(helper.make_node("Sum", windows, [node.output[0]], name=f"{base}_shifted_sum"))
+        replaced.update(node.input[1:3])
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for n in graph.node for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model, rewritten
+
+
+__all__ = ["convtranspose_to_subpixel", "fuse_pad_into_conv", "narrow_conv_to_shifted_sum", "subpixel_weights"]

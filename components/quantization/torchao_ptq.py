@@ -64,7 +64,9 @@ def apply_int8_weight_only(model: nn.Module) -> list[str]:
     return names
 
 
-def quantize_torchao(model: nn.Module, model_hparams: dict[str, Any], out_path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+def quantize_torchao(
+    model: nn.Module, model_hparams: dict[str, Any], out_path: Path | str
+) -> tuple[nn.Module, dict[str, Any]]:
     """Quantize a copy of ``model`` and save it to ``out_path``; returns the copy and a sidecar description.
 
     ``model_hparams``: the ``segment.model`` section the model was built from (stored in the file
@@ -113,6 +115,8 @@ def load_torchao_model(path: Path | str) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise TorchAOError(f"{path}: torchao model not found")
+    import torchao.quantization  # noqa: F401  (registers its tensor subclasses as safe globals for torch.load)
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -57,11 +57,15 @@ def _write_pairs(segment: Path, split: str, names: list[str], rng: np.random.Gen
 
 def make_project(root: Path, **sections: object) -> Params:
     """Params over a tiny TAO-layout dataset (64x64) and a random tiny ChangeNet checkpoint."""
-    params = parse_params(tiny_params_dict(root, segment={"model": dict(TINY_MODEL), "eval": {"batch_size": 4}}, **sections))
+    params = parse_params(
+        tiny_params_dict(root, segment={"model": dict(TINY_MODEL), "eval": {"batch_size": 4}}, **sections)
+    )
     rng = np.random.default_rng(0)
     segment = params.datasets_dir / "segment"
     _write_pairs(segment, "train", [f"bent_lead_test_{i:03d}" for i in range(5)] + ["good_train_000"], rng)
-    _write_pairs(segment, "val", ["cut_lead_test_000", "bent_lead_test_100", "good_train_100", "misplaced_test_000"], rng)
+    _write_pairs(
+        segment, "val", ["cut_lead_test_000", "bent_lead_test_100", "good_train_100", "misplaced_test_000"], rng
+    )
     torch.manual_seed(0)
     module = ChangeSegmentModule(
         model=SegmentModelParams.model_validate(TINY_MODEL).model_dump(mode="json"),
@@ -91,7 +95,12 @@ def test_export_is_one_file_with_tao_names_and_dynamic_batch(tmp_path: Path) -> 
     out = tmp_path / "deploy" / "model.onnx"
     metrics = export_segment_onnx(model, out, ExportParams(), SIZE, _pairs())
 
-    assert set(metrics) == {"export/parity_max_abs_logit", "export/parity_equal_pixels", "export/size_mb", "export/opset"}
+    assert set(metrics) == {
+        "export/parity_max_abs_logit",
+        "export/parity_equal_pixels",
+        "export/size_mb",
+        "export/opset",
+    }
     assert metrics["export/parity_max_abs_logit"] <= 1e-3 and metrics["export/parity_equal_pixels"] >= 0.999
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.json", "model.onnx"]  # no .data side file
     proto = onnx.load(str(out), load_external_data=False)
@@ -159,7 +168,9 @@ def test_parity_thresholds_come_from_params(tmp_path: Path) -> None:
 
 def test_wrong_parity_pairs_are_named(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"model\.onnx: parity pairs must be two \(N, 3, 64, 64\) stacks"):
-        export_segment_onnx(_tiny_model(), tmp_path / "model.onnx", ExportParams(), SIZE, (torch.rand(1, 3, 32, 32),) * 2)
+        export_segment_onnx(
+            _tiny_model(), tmp_path / "model.onnx", ExportParams(), SIZE, (torch.rand(1, 3, 32, 32),) * 2
+        )
 
 
 def test_frozen_same_padding_is_exact_and_leaves_no_shape_arithmetic(tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from torch import nn
@@ -18,8 +21,13 @@ from components.export import OnnxSegmentModel, create_session
 from components.export.stage import DeployStageError, deploy_dir, export_stage, quantize_stage
 from components.quantization.calibration import CalibrationSet, calibration_indices
 from components.quantization.evaluate import judge, record_result
-from components.quantization.onnx_rewrite import convtranspose_to_subpixel, fuse_pad_into_conv
+from components.quantization.onnx_rewrite import (
+    convtranspose_to_subpixel,
+    fuse_pad_into_conv,
+    narrow_conv_to_shifted_sum,
+)
 from components.quantization.torchao_ptq import load_torchao_model
+from tests.conftest import REPO_ROOT as REPO
 from tests.unit.test_export import SIZE, make_project
 
 QUANT_FILES = {
@@ -61,7 +69,15 @@ def _run_onnx(path: Path, batch: int) -> np.ndarray:
 
 
 def _export_tiny(module: nn.Module, path: Path, shape: tuple[int, ...]) -> None:
-    torch.onnx.export(module.eval(), (torch.rand(*shape),), str(path), input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    torch.onnx.export(
+        module.eval(),
+        (torch.rand(*shape),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 # ------------------------------------------------------------------------- calibration
@@ -78,10 +94,16 @@ def test_calibration_sample_is_seeded_distinct_and_sorted() -> None:
 def test_calibration_reads_train_pairs_and_feeds_onnx_names(tmp_path: Path) -> None:
     params = make_project(tmp_path)
     calibration = CalibrationSet(params.datasets_dir, 3, params.seed)
-    assert len(calibration) == 3 and all(name.endswith(("_000", "_001", "_002", "_003", "_004")) for name in calibration.names)
+    assert len(calibration) == 3 and all(
+        name.endswith(("_000", "_001", "_002", "_003", "_004")) for name in calibration.names
+    )
     reader = calibration.onnx_reader(batch_size=2)
     feeds = [reader.get_next() for _ in range(3)]
-    assert feeds[-1] is None and feeds[0]["input0"].shape == (2, 3, SIZE, SIZE) and feeds[1]["input1"].shape == (1, 3, SIZE, SIZE)
+    assert (
+        feeds[-1] is None
+        and feeds[0]["input0"].shape == (2, 3, SIZE, SIZE)
+        and feeds[1]["input1"].shape == (1, 3, SIZE, SIZE)
+    )
     reader.rewind()
     assert reader.get_next() is not None
 
@@ -91,7 +113,11 @@ def test_calibration_reads_train_pairs_and_feeds_onnx_names(tmp_path: Path) -> N
 
 def test_convtranspose_as_subpixel_conv_is_exact(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    layers = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ConvTranspose2d(5, 4, 4, stride=2, padding=1), nn.ConvTranspose2d(4, 3, 3, stride=2))
+    layers = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1),
+        nn.ConvTranspose2d(5, 4, 4, stride=2, padding=1),
+        nn.ConvTranspose2d(4, 3, 3, stride=2),
+    )
     src = tmp_path / "deconv.onnx"
     _export_tiny(layers, src, (1, 3, 8, 8))
     model, count = convtranspose_to_subpixel(onnx.load(str(src)))
@@ -99,6 +125,20 @@ def test_convtranspose_as_subpixel_conv_is_exact(tmp_path: Path) -> None:
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("ConvTranspose") == 1 and "DepthToSpace" in ops
     dst = tmp_path / "subpixel.onnx"
+    onnx.save(model, str(dst))
+    np.testing.assert_allclose(_run_onnx(dst, 1), _run_onnx(src, 1), atol=1e-5)
+
+
+def test_narrow_conv_as_shifted_sum_is_exact(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    layers = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 2, 3, padding=1), nn.Conv2d(2, 8, 3, padding=1)
+    )
+    src = tmp_path / "narrow.onnx"
+    _export_tiny(layers, src, (1, 3, 8, 8))
+    model, count = narrow_conv_to_shifted_sum(onnx.load(str(src)))
+    assert count == 1  # only the 6 -> 2 convolution; 8 outputs is above the default limit
+    dst = tmp_path / "shifted.onnx"
     onnx.save(model, str(dst))
     np.testing.assert_allclose(_run_onnx(dst, 1), _run_onnx(src, 1), atol=1e-5)
 
@@ -112,8 +152,11 @@ def test_pad_folded_into_conv_is_exact(tmp_path: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(nn.functional.pad(x, (0, 1, 1, 2)))
 
-    src = tmp_path / "pad.onnx"
-    _export_tiny(PadConv(), src, (1, 3, 8, 8))
+    from onnxruntime.quantization import quant_pre_process
+
+    raw, src = tmp_path / "raw.onnx", tmp_path / "pad.onnx"
+    _export_tiny(PadConv(), raw, (1, 3, 8, 8))
+    quant_pre_process(str(raw), str(src))  # folds the exporter's pad arithmetic to a constant, as in quantize_onnx
     model, count = fuse_pad_into_conv(onnx.load(str(src)))
     assert count == 1 and "Pad" not in [n.op_type for n in model.graph.node]
     dst = tmp_path / "fused.onnx"
@@ -139,13 +182,29 @@ def test_every_backend_writes_a_model_that_runs(project: Params) -> None:
 def test_onnx_variants_are_int8_qdq_of_the_right_kind(project: Params) -> None:
     qdq = onnx.load(str(deploy_dir(project) / QUANT_FILES["onnxruntime"]))
     cpu = onnx.load(str(deploy_dir(project) / QUANT_FILES["onnxruntime_cpu"]))
-    zero_points = {t.name: t for t in qdq.graph.initializer if t.name.endswith("zero_point")}
-    assert zero_points and all(t.data_type == onnx.TensorProto.INT8 for t in zero_points.values())  # symmetric S8 for TensorRT
+    eight_bit = [
+        t for t in qdq.graph.initializer if t.name.endswith("zero_point") and t.data_type != onnx.TensorProto.INT32
+    ]
+    assert eight_bit and all(t.data_type == onnx.TensorProto.INT8 for t in eight_bit)  # S8S8 (biases: int32)
+    assert all(
+        not np.any(onnx.numpy_helper.to_array(t)) for t in eight_bit
+    )  # symmetric: TensorRT needs zero points of 0
     assert "ConvTranspose" in [n.op_type for n in qdq.graph.node]  # TensorRT keeps its INT8 deconvolution
     cpu_ops = [n.op_type for n in cpu.graph.node]
-    assert "ConvTranspose" not in cpu_ops and "DepthToSpace" in cpu_ops and "Pad" not in cpu_ops
-    activations = [t for t in cpu.graph.initializer if t.name.endswith("zero_point") and t.data_type == onnx.TensorProto.UINT8]
+    assert "ConvTranspose" not in cpu_ops and "DepthToSpace" in cpu_ops and "Sum" in cpu_ops  # exact rewrites
+    activations = [
+        t for t in cpu.graph.initializer if t.name.endswith("zero_point") and t.data_type == onnx.TensorProto.UINT8
+    ]
     assert activations  # U8 activations for onnxruntime's x86 kernels
+    modelopt = onnx.load(str(deploy_dir(project) / QUANT_FILES["modelopt"]))
+    for graph in (qdq.graph, cpu.graph, modelopt.graph):  # backbone float (weights from initializers), decoder INT8
+        produced_by = {out: node.op_type for node in graph.node for out in node.output}
+        convs = [n for n in graph.node if n.op_type == "Conv"]
+        backbone = [n for n in convs if n.name.startswith("/model/backbone/")]
+        decoder = [n for n in convs if n.name.startswith("/model/decoder/")]
+        assert backbone and all(produced_by.get(n.input[1]) is None for n in backbone)
+        assert decoder and all(produced_by.get(n.input[1]) == "DequantizeLinear" for n in decoder)
+        assert "input0_QuantizeLinear" not in {n.name for n in graph.node}  # raw pixels are never quantized
 
 
 def test_each_backend_is_evaluated_against_fp32(project: Params) -> None:
@@ -166,6 +225,20 @@ def test_torchao_model_keeps_int8_weights_after_reload(project: Params) -> None:
     model = load_torchao_model(deploy_dir(project) / QUANT_FILES["torchao"])
     assert type(model.decoder.classifier.weight).__name__ == "IntxUnpackedToInt8Tensor"
     assert type(model.decoder.upsample[0].weight).__name__ == "Parameter"  # no torchao ConvTranspose kernel
+
+
+def test_torchao_model_loads_in_a_fresh_process(project: Params) -> None:
+    """A serving process has not imported torchao yet: loading must still pass ``weights_only``."""
+    path = deploy_dir(project) / QUANT_FILES["torchao"]
+    code = (
+        "import sys; from components.quantization.torchao_ptq import load_torchao_model; "
+        "m = load_torchao_model(sys.argv[1]); print(type(m.decoder.classifier.weight).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("IntxUnpackedToInt8Tensor")
 
 
 # ------------------------------------------------------------------ promotion verdict
@@ -223,3 +296,16 @@ def test_unknown_backend_and_missing_export_are_named(tmp_path: Path) -> None:
         quantize_stage(params, backend="tensorrt")
     with pytest.raises(DeployStageError, match=r"segment_fp32\.onnx: FP32 ONNX model not found"):
         quantize_stage(params, backend="onnxruntime")
+
+
+def test_modelopt_fp8_is_exported_but_not_evaluated_on_cpu(tmp_path: Path) -> None:
+    params = make_project(
+        tmp_path, quantize={"backends": ["modelopt"], "modelopt_format": "fp8", "calibration_samples": 2}
+    )
+    metrics = quantize_stage(params)
+    path = deploy_dir(params) / "segment_modelopt_fp8.onnx"
+    assert path.is_file()
+    assert metrics["quantize/modelopt/evaluated"] == 0.0 and "quantize/modelopt/val_iou" not in metrics
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["precision"] == "fp8" and sidecar["promotable"] is False
+    assert "TensorRT" in sidecar["skipped_reason"]

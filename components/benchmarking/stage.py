@@ -1,0 +1,77 @@
+"""The pipeline's benchmark stage: this machine's platform, measured for real, beside the reference table.
+
+It times the exported FP32 and quantized INT8 ONNX models with the trtexec-like harness
+on ``benchmark.platform`` (``cpu`` here: onnxruntime), and writes the comparison with
+the TAO card's per-platform FPS: platforms that are not this machine appear with their
+reference numbers and "run the benchmark-fanout flow" as their status. The table goes
+to ``<artifacts>/benchmarks/comparison.md`` (published as a Prefect artifact by the flow)
+and to an MLflow run (``log_table``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from components.benchmarking.bench import log_comparison, run_benchmark
+from components.benchmarking.compare import OK, PlatformOutcome, build_rows, rows_to_markdown
+from components.benchmarking.platforms import load_platforms
+from components.config import Params
+from components.fsutil import atomic_file, write_json
+
+NOT_HERE = "not run by this pipeline: use the benchmark-fanout flow on its work pool"
+
+
+def deploy_models(params: Params) -> dict[str, Path]:
+    """The exported models to time, by precision label, that exist now."""
+    deploy = params.paths.artifacts_dir / "deploy"
+    candidates = {
+        "fp32": deploy / "segment_fp32.onnx",
+        "int8": deploy / "segment_int8_qdq.onnx",  # symmetric QDQ, the TensorRT-ready model
+        "int8-cpu": deploy / "segment_int8_cpu.onnx",  # the variant tuned for x86 onnxruntime
+    }
+    return {label: path for label, path in candidates.items() if path.is_file()}
+
+
+def registered_version(params: Params) -> str | None:
+    decision = params.paths.artifacts_dir / "registry" / "decision.json"
+    return str(json.loads(decision.read_text())["version"]) if decision.is_file() else None
+
+
+def comparison_path(params: Params) -> Path:
+    return params.paths.artifacts_dir / "benchmarks" / "comparison.md"
+
+
+def benchmark_stage(params: Params) -> dict[str, float]:
+    """Time each deployable model here and write the comparison table (file, MLflow)."""
+    models = deploy_models(params)
+    if not models:
+        raise FileNotFoundError(f"{params.paths.artifacts_dir / 'deploy'}: no exported model to benchmark (run export)")
+    registry = load_platforms()
+    here = registry.get(params.benchmark.platform)
+    version = registered_version(params)
+    metrics: dict[str, float] = {}
+    outcomes: dict[str, PlatformOutcome] = {}
+    records_by_precision: dict[str, list[dict[str, Any]]] = {}
+    for label, path in models.items():
+        records = run_benchmark(params, path, here.runtime, precision=label, model_version=version, platform=here.name)
+        records_by_precision[label] = records
+        for record in records:
+            batch = int(record["batch_size"])
+            metrics[f"bench/{here.name}/{label}/b{batch}/pairs_per_second"] = float(record["pairs_per_second"])
+            metrics[f"bench/{here.name}/{label}/b{batch}/latency_median_ms"] = float(record["latency_median_ms"])
+    # The comparison row for this machine uses the fastest deployable precision.
+    best = max(records_by_precision, key=lambda k: max(r["pairs_per_second"] for r in records_by_precision[k]))
+    outcomes[here.name] = PlatformOutcome(here.name, OK, f"{best} ONNX, {here.runtime}", tuple(records_by_precision[best]))
+    for platform in registry.platforms.values():
+        if platform.name != here.name:
+            outcomes[platform.name] = PlatformOutcome(platform.name, "not run", NOT_HERE)
+    rows = build_rows(list(registry.platforms.values()), outcomes)
+    model_uri = str(models[best])
+    run_id = log_comparison(params, rows, fanout_id=f"pipeline-{version or 'local'}", model_uri=model_uri, model_version=version)
+    note = f"Measured here: `{here.name}` ({here.runtime}, {best}). Model version {version or 'unregistered'}; MLflow run `{run_id}`."
+    with atomic_file(comparison_path(params)) as handle:
+        handle.write(rows_to_markdown(rows, note=note))
+    write_json(params.metrics_dir / "benchmark.json", metrics)
+    return metrics
