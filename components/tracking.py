@@ -150,6 +150,8 @@ def mlflow_run(
 
     ensure_experiment(params)
     all_tags = {**run_tags(params), **(tags or {})}
+    # Inside a stage's run (the pipeline runner), a component's own run becomes its child.
+    nested = nested or mlflow.active_run() is not None
     with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
         yield run
 
