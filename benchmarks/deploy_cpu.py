@@ -144,9 +144,16 @@ def measure(kind: str, path: Path, batch: int, size: int, args: argparse.Namespa
     Best, not mean: on a shared (virtual) machine a run can only be slowed down by others, so
     the fastest repeat is the closest to what the runtime itself does; all repeats are kept.
     """
-    runs = [_measure_once(kind, path, batch, size, args) for _ in range(args.repeats)]
+    runs = []
+    for _ in range(args.repeats):
+        load = os.getloadavg()[0]  # other work on the machine slows every runtime: keep it beside the number
+        runs.append({**_measure_once(kind, path, batch, size, args), "loadavg_1min": load})
     best = max(runs, key=lambda r: r["pairs_per_second"])
-    return {**best, "repeats_pairs_per_second": [r["pairs_per_second"] for r in runs]}
+    return {
+        **best,
+        "repeats_pairs_per_second": [r["pairs_per_second"] for r in runs],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _measure_once(kind: str, path: Path, batch: int, size: int, args: argparse.Namespace) -> dict[str, float]:
@@ -246,6 +253,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
     fp32 = iou["torch_fp32"]
+    entries = {
+        name: {
+            "label": RUNTIMES[name]["label"],
+            "val_iou": iou.get(name),
+            "iou_drop_points": None if iou.get(name) is None else (fp32 - iou[name]) * 100,
+            "batches": timings.get(name, {}),
+        }
+        for name in args.runtimes
+    }
+    if args.merge and RESULTS_JSON.is_file():  # keep earlier rows of the same checkpoint not timed now
+        previous = json.loads(RESULTS_JSON.read_text())
+        if previous.get("checkpoint") == str(args.checkpoint):
+            for name, entry in previous.get("runtimes", {}).items():
+                entries.setdefault(name, entry)
+    entries = {name: entries[name] for name in RUNTIMES if name in entries}
     results = {
         "checkpoint": str(args.checkpoint),
         "datasets": str(args.datasets),
@@ -269,15 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "export": export_metrics,
         "quantize": quantize_metrics,
         "stage_seconds": stage_seconds,
-        "runtimes": {
-            name: {
-                "label": RUNTIMES[name]["label"],
-                "val_iou": iou.get(name),
-                "iou_drop_points": None if iou.get(name) is None else (fp32 - iou[name]) * 100,
-                "batches": timings.get(name, {}),
-            }
-            for name in args.runtimes
-        },
+        "runtimes": entries,
     }
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
@@ -315,7 +329,7 @@ def render_markdown(results: dict[str, Any], batch_sizes: list[int]) -> str:
     """The RESULTS.md section: pairs/s and latency per batch beside val change-IoU and speed-up."""
     runtimes = results["runtimes"]
     base = runtimes.get("torch_fp32", {}).get("batches", {})
-    head = " | ".join(f"b{b} pairs/s (x eager) | b{b} median ms" for b in batch_sizes)
+    head = " | ".join(f"b{b} pairs/s (x eager) | b{b} median ms" for b in batch_sizes) + " | load at timing"
     lines = [
         MARK_BEGIN,
         "## CPU deployment paths (ChangeNet-Segmentation)",
@@ -327,10 +341,11 @@ def render_markdown(results: dict[str, Any], batch_sizes: list[int]) -> str:
         f"{results['timing']['min_iterations']} calls and {results['timing']['duration_s']} s), "
         f"best of {results['timing']['repeats']} such processes. "
         "IoU: val change-IoU at threshold 0.5; drop in points vs PyTorch FP32. "
+        "Load: highest 1-minute load average when the row was timed (above ~0.5 other work shared the 2 cores). "
         "Written by `benchmarks/deploy_cpu.py`.",
         "",
         f"| runtime | val IoU | IoU drop (pts) | {head} |",
-        "|---|---|---|" + "---|---|" * len(batch_sizes),
+        "|---|---|---|" + "---|---|" * len(batch_sizes) + "---|",
     ]
     for entry in runtimes.values():
         cells = []
@@ -342,6 +357,8 @@ def render_markdown(results: dict[str, Any], batch_sizes: list[int]) -> str:
             reference = base.get(str(batch), {}).get("pairs_per_second")
             speedup = f" ({timing['pairs_per_second'] / reference:.1f}x)" if reference else ""
             cells += [f"{timing['pairs_per_second']:.2f}{speedup}", f"{timing['median_ms']:.1f}"]
+        loads = [t.get("loadavg_1min") for t in entry["batches"].values() if t.get("loadavg_1min") is not None]
+        cells.append(f"{max(loads):.1f}" if loads else "n/a")
         iou = entry["val_iou"]
         lines.append(
             f"| {entry['label']} | {_fmt(None if iou is None else iou * 100)} | {_fmt(entry['iou_drop_points'])} | "
@@ -395,6 +412,9 @@ def main() -> None:
         "--repeats", type=int, default=2, help="fresh-process timings per runtime and batch (best kept)"
     )
     parser.add_argument("--reuse-models", action="store_true", help="keep the workdir's exported/quantized models")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep rows of runtimes not timed now from the last results"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per timing process")
     run(parser.parse_args())
 
