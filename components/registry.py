@@ -63,6 +63,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def worst_quant_drop(quantize_metrics: dict[str, Any]) -> float | None:
+    """The largest val change-IoU drop over the quantized variants; ``inf`` if one could not be judged
+    within tolerance (e.g. an FP8 model that only TensorRT can run), so it never promotes silently."""
+    if any(k.endswith("/within_tolerance") and v == 0 for k, v in quantize_metrics.items()):
+        return float("inf")
     drops = [float(v) for k, v in quantize_metrics.items() if k.endswith("/iou_drop") and v is not None]
     return max(drops) if drops else None
 

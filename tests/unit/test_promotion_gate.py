@@ -39,3 +39,9 @@ def test_worst_quant_drop_takes_the_largest_drop() -> None:
     metrics = {"quantize/onnxruntime/iou_drop": 0.002, "quantize/modelopt/iou_drop": 0.004, "quantize/x/val_iou": 0.7}
     assert worst_quant_drop(metrics) == 0.004
     assert worst_quant_drop({}) is None
+
+
+def test_a_variant_outside_tolerance_or_unjudged_blocks_promotion() -> None:
+    metrics = {"quantize/onnxruntime/iou_drop": 0.001, "quantize/modelopt/within_tolerance": 0.0}
+    assert worst_quant_drop(metrics) == float("inf")
+    assert not decide_promotion(Candidate("2", 0.9, worst_quant_drop(metrics)), None, 0.005).promote
