@@ -145,7 +145,10 @@ def test_batches_do_not_depend_on_worker_count(root: Path) -> None:
     def batches(workers: int, epoch: int) -> list[dict]:
         sampler = EpochSeededSampler(len(dataset), seed=5)
         sampler.set_epoch(epoch)
-        return list(DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers))
+        # spawn: earlier tests in the session may leave threads (a Prefect server) that fork does not survive
+        context = "spawn" if workers else None
+        loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers, multiprocessing_context=context)
+        return list(loader)
 
     serial, parallel = batches(0, 1), batches(2, 1)
     for a, b in zip(serial, parallel, strict=True):
