@@ -75,9 +75,9 @@ def register_segment_model(params: Params) -> dict[str, float]:
     """Register the trained model, run the gate and move ``champion`` if it passes."""
     import mlflow
 
-    from components.training.train_segment import model_dir
+    from components.training.train_segment import model_dir, training_run
 
-    run_info = _read_json(model_dir(params) / "run.json")
+    run_info = training_run(model_dir(params))
     if "run_id" not in run_info:
         raise FileNotFoundError(f"{model_dir(params) / 'run.json'}: no training run to register (run the train stage)")
     segment = _read_json(params.metrics_dir / "segment.json")

@@ -7,9 +7,7 @@ in [0, 1]; DVC tracks it so ``dvc metrics diff`` works), pictures to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -110,8 +108,9 @@ def _log_to_training_run(params: Params, checkpoint: Path, results: dict[str, fl
 
     from components.tracking import tracking_uri
 
-    run_file = checkpoint.parent / "run.json"
-    run: dict[str, Any] = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    from components.training.train_segment import training_run
+
+    run = training_run(checkpoint.parent)
     mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params))
     client = mlflow.MlflowClient()
     run_id = run.get("run_id")

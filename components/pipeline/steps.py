@@ -90,15 +90,12 @@ def benchmark_platform(params: Params) -> dict[str, float]:
 
 def _attach_to_training_run(params: Params, path, artifact_path: str) -> None:  # type: ignore[no-untyped-def]
     """Log a deploy artifact into the training run, where registry model versions point."""
-    import json
-
     import mlflow
 
-    from components.training.train_segment import model_dir
+    from components.training.train_segment import model_dir, training_run
 
-    run_file = model_dir(params) / "run.json"
-    if not run_file.is_file() or not path.is_file():
+    run = training_run(model_dir(params))
+    if not run or not path.is_file():
         return
-    run = json.loads(run_file.read_text())
     mlflow.set_tracking_uri(run["tracking_uri"])
     mlflow.MlflowClient().log_artifact(run["run_id"], str(path), artifact_path=artifact_path)

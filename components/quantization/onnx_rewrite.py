@@ -30,15 +30,23 @@ def _attributes(node: onnx.NodeProto) -> dict[str, object]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _is_k4_s2_p1(node: onnx.NodeProto) -> bool:
+def _conv_geometry_is(node: onnx.NodeProto, kernel: int, stride: int) -> bool:
+    """A square ``kernel`` conv/deconv with ``stride``, padding 1, no dilation, groups or auto-pad."""
     attrs = _attributes(node)
     return (
-        list(attrs.get("kernel_shape", [])) == [4, 4]
-        and list(attrs.get("strides", [1, 1])) == [2, 2]
+        list(attrs.get("kernel_shape", [])) == [kernel, kernel]
+        and list(attrs.get("strides", [1, 1])) == [stride, stride]
         and list(attrs.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1]
         and list(attrs.get("dilations", [1, 1])) == [1, 1]
         and int(attrs.get("group", 1)) == 1  # type: ignore[call-overload]
         and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    )
+
+
+def _is_k4_s2_p1(node: onnx.NodeProto) -> bool:
+    attrs = _attributes(node)
+    return (
+        _conv_geometry_is(node, kernel=4, stride=2)
         and not attrs.get("output_padding")
         and not attrs.get("output_shape")
     )
@@ -175,15 +183,7 @@ def fuse_pad_into_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def _is_plain_3x3(node: onnx.NodeProto) -> bool:
-    attrs = _attributes(node)
-    return (
-        list(attrs.get("kernel_shape", [])) == [3, 3]
-        and list(attrs.get("strides", [1, 1])) == [1, 1]
-        and list(attrs.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1]
-        and list(attrs.get("dilations", [1, 1])) == [1, 1]
-        and int(attrs.get("group", 1)) == 1  # type: ignore[call-overload]
-        and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-    )
+    return _conv_geometry_is(node, kernel=3, stride=1)
 
 
 def narrow_conv_to_shifted_sum(model: onnx.ModelProto, max_out_channels: int = 4) -> tuple[onnx.ModelProto, int]:

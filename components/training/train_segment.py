@@ -30,6 +30,15 @@ def model_dir(params: Params) -> Path:
     return params.paths.artifacts_dir / "models" / "segment"
 
 
+def training_run(checkpoint_dir: Path) -> dict[str, Any]:
+    """The MLflow run record (``run.json``) written beside a trained checkpoint; ``{}`` if absent.
+
+    The one reader of that file: evaluate, export and register attach their results to this run.
+    """
+    path = checkpoint_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 class ThroughputMeter(Callback):
     """Counts training pairs per second of training-step time (data loading included)."""
 
