@@ -7,6 +7,7 @@ parent run per flow run.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from prefect import flow, task
@@ -28,6 +29,12 @@ def run_stage_task(stage_name: str, params_path: str, parent_run_id: str) -> dic
 @flow(name="inspectops-pipeline", log_prints=True)
 def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) -> dict[str, dict[str, float]]:
     """Run the stages that apply to ``params_path`` in graph order (up to ``until``)."""
+    params_file = Path(params_path).resolve()
+    with contextlib.chdir(runner.project_root(params_file)):
+        return _run_pipeline(params_file, until)
+
+
+def _run_pipeline(params_path: Path, until: str | None) -> dict[str, dict[str, float]]:
     params = load_params(params_path)
     parent_run_id = runner.start_pipeline_run(params)
     results: dict[str, dict[str, float]] = {}
@@ -35,7 +42,7 @@ def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) ->
     try:
         for stage in plan(params, until):
             configured = run_stage_task.with_options(name=f"stage-{stage.name}", retries=stage.retries)
-            results[stage.name] = configured(stage.name, str(Path(params_path)), parent_run_id)
+            results[stage.name] = configured(stage.name, str(params_path), parent_run_id)
             for report in runner.stage_reports(stage, params):
                 create_markdown_artifact(key=f"inspectops-{stage.name}", markdown=report, description=stage.description)
         status = "FINISHED"

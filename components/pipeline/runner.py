@@ -69,6 +69,17 @@ def uses_dvc(params_path: Path | str) -> bool:
     ).is_dir()
 
 
+def project_root(params_path: Path | str) -> Path:
+    """The directory a pipeline run works in, so relative paths in params mean one place.
+
+    Under DVC that is the repository holding ``params.yaml`` (DVC runs every stage command
+    there); the flow works there too, wherever the worker started it, so that the metrics it
+    reads back, the reports it publishes and the SQLite tracking store are the stages' own.
+    Any other params file keeps the caller's working directory.
+    """
+    return Path(params_path).resolve().parent if uses_dvc(params_path) else Path.cwd()
+
+
 def stage_metrics(stage: Stage, params: Params) -> dict[str, float]:
     """The metrics a stage last wrote, read back from its metrics files."""
     metrics: dict[str, float] = {}

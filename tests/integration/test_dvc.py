@@ -79,10 +79,14 @@ def test_exp_run_with_set_param_lands_in_mlflow(clone: Path) -> None:
     assert exp_runs[0].data.params["data.val_fraction"] == "0.4"
 
 
-def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(clone: Path, prefect_server: None) -> None:
+def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
+    clone: Path, prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
 
     from flows.pipeline import pipeline_flow
+
+    monkeypatch.chdir(tmp_path)  # a worker may start the flow anywhere: paths mean the repository's
 
     params_path = str(clone / "params.yaml")
     pipeline_flow(params_path=params_path, until="validate")
@@ -92,3 +96,4 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(clone: Path, p
     assert all(metrics[f"{stage}/cached"] == 1.0 for stage, metrics in second.items())
     assert second["prepare"]["segment/val"] > 0  # metrics are read back from the stage's files
     assert elapsed < 60
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "mlflow.db").exists()
