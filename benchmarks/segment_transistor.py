@@ -33,8 +33,10 @@ MARK_BEGIN = "<!-- segment_transistor:begin -->"
 MARK_END = "<!-- segment_transistor:end -->"
 
 
-def write_params(workdir: Path, minutes: float, pretrained: str, backbone: str, extra: dict[str, Any]) -> Path:
-    """Repository params with this benchmark's data, budget and tracking store."""
+def write_params(
+    workdir: Path, minutes: float, pretrained: str, backbone: str, extra: dict[str, Any], name: str | None = None
+) -> Path:
+    """Repository params with this benchmark's data, budget and tracking store, as ``params-<name>.yaml``."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / f"artifacts-{pretrained}")}
     raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"]})
@@ -48,7 +50,7 @@ def write_params(workdir: Path, minutes: float, pretrained: str, backbone: str, 
         for part in parents:
             node = node[part]
         node[leaf] = value
-    path = workdir / f"params-{pretrained}.yaml"
+    path = workdir / f"params-{name or pretrained}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -112,14 +114,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{variant}] training {args.backbone} for up to {args.minutes} min", flush=True)
         trained = train_segment(params)
         evaluated = evaluate_segment(params)
-        results["variants"][variant] = {"train": trained, "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")}}
+        results["variants"][variant] = {
+            "train": trained,
+            "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
+        }
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     if args.throughput:
         torch.set_num_threads(torch.get_num_threads())
         results["throughput_embed_dim"] = args.throughput_embed_dim
         results["throughput"] = {
-            name: measure_throughput(name, args.throughput_embed_dim) for name in (args.backbone, "fan_small_12_p4_hybrid")
+            name: measure_throughput(name, args.throughput_embed_dim)
+            for name in (args.backbone, "fan_small_12_p4_hybrid")
         }
     RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     return results
@@ -153,10 +159,19 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{_pct(v.get('f1'))} | {_pct(v.get('iou'))} | {_pct(v.get('oa'))} | {_pct(v.get('miou'))} | "
             f"{_pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/pairs_per_second', 0):.1f} |"
         )
-    per_kind = {variant: {k[4:]: v for k, v in data["val"].items() if k.startswith("iou/")} for variant, data in results["variants"].items()}
+    per_kind = {
+        variant: {k[4:]: v for k, v in data["val"].items() if k.startswith("iou/")}
+        for variant, data in results["variants"].items()
+    }
     if per_kind:
         kinds = sorted({k for d in per_kind.values() for k in d})
-        lines += ["", "Change-class IoU per defect kind (val):", "", "| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+        lines += [
+            "",
+            "Change-class IoU per defect kind (val):",
+            "",
+            "| model | " + " | ".join(kinds) + " |",
+            "|---" * (len(kinds) + 1) + "|",
+        ]
         for variant, d in per_kind.items():
             lines.append(f"| {variant} | " + " | ".join(_pct(d.get(k)) for k in kinds) + " |")
     if "throughput" in results:
@@ -173,11 +188,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results_md(section: str) -> None:
+def update_results_md(section: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Replace the section between ``begin`` and ``end`` in RESULTS.md (append it the first time)."""
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     RESULTS_MD.write_text(text)

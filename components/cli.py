@@ -103,7 +103,9 @@ def _run_stage(name: str, params: Params) -> None:
 
 @data_app.command("synth")
 def data_synth(
-    out: Annotated[Path | None, typer.Option(help="Category folder to write (default data/synthetic/<category>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Category folder to write (default data/synthetic/<category>).")
+    ] = None,
     category: Annotated[str | None, typer.Option(help="Category name (default data.category).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: params seed).")] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
@@ -216,7 +218,9 @@ def export_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption =
 
 @quantize_app.command("segment")
 def quantize_segment(
-    backend: Annotated[str | None, typer.Option(help="modelopt | onnxruntime | torchao (default: quantize.backends).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="modelopt | onnxruntime | torchao (default: quantize.backends).")
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
 ) -> None:

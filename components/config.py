@@ -131,6 +131,7 @@ class SegmentModelParams(_Section):
 class SegmentTrainParams(_Section):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(6e-4, gt=0.0)
+    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
     lr_policy: Literal["linear", "step", "cosine"] = "linear"
     lr_step_size: int = Field(10, ge=1)
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)

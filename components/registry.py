@@ -110,7 +110,9 @@ def register_segment_model(params: Params) -> dict[str, float]:
     client.set_model_version_tag(name, version.version, "git_commit", run_info.get("git_commit", ""))
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version.version)
-    client.set_tag(run_info["run_id"], "promotion", f"{'promoted' if decision.promote else 'rejected'}: {decision.reason}")
+    client.set_tag(
+        run_info["run_id"], "promotion", f"{'promoted' if decision.promote else 'rejected'}: {decision.reason}"
+    )
 
     record = {
         "model": name,

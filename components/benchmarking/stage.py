@@ -63,13 +63,17 @@ def benchmark_stage(params: Params) -> dict[str, float]:
             metrics[f"bench/{here.name}/{label}/b{batch}/latency_median_ms"] = float(record["latency_median_ms"])
     # The comparison row for this machine uses the fastest deployable precision.
     best = max(records_by_precision, key=lambda k: max(r["pairs_per_second"] for r in records_by_precision[k]))
-    outcomes[here.name] = PlatformOutcome(here.name, OK, f"{best} ONNX, {here.runtime}", tuple(records_by_precision[best]))
+    outcomes[here.name] = PlatformOutcome(
+        here.name, OK, f"{best} ONNX, {here.runtime}", tuple(records_by_precision[best])
+    )
     for platform in registry.platforms.values():
         if platform.name != here.name:
             outcomes[platform.name] = PlatformOutcome(platform.name, "not run", NOT_HERE)
     rows = build_rows(list(registry.platforms.values()), outcomes)
     model_uri = str(models[best])
-    run_id = log_comparison(params, rows, fanout_id=f"pipeline-{version or 'local'}", model_uri=model_uri, model_version=version)
+    run_id = log_comparison(
+        params, rows, fanout_id=f"pipeline-{version or 'local'}", model_uri=model_uri, model_version=version
+    )
     note = f"Measured here: `{here.name}` ({here.runtime}, {best}). Model version {version or 'unregistered'}; MLflow run `{run_id}`."
     with atomic_file(comparison_path(params)) as handle:
         handle.write(rows_to_markdown(rows, note=note))

@@ -70,9 +70,7 @@ def classify_image_path(images_dir: Path, input_path: str, object_name: str, lig
     return images_dir / input_path / f"{object_name}_{light}.png"
 
 
-def golden_image_paths(
-    images_dir: Path, golden_path: str, object_name: str, light: str, num_golden: int
-) -> list[Path]:
+def golden_image_paths(images_dir: Path, golden_path: str, object_name: str, light: str, num_golden: int) -> list[Path]:
     """The golden file(s) of one row: the TAO rule, with sub-folders ``0..N-1`` for N goldens."""
     if num_golden == 1:
         return [classify_image_path(images_dir, golden_path, object_name, light)]

@@ -38,4 +38,10 @@ def difference_baseline(datasets_root: Path, split: str = "val", bins: int = 256
     precision = tp[best] / (tp[best] + fp[best]) if tp[best] + fp[best] else 0.0
     recall = tp[best] / (tp[best] + fn[best]) if tp[best] + fn[best] else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"iou": float(iou[best]), "precision": float(precision), "recall": float(recall), "f1": float(f1), "threshold": float(best)}
+    return {
+        "iou": float(iou[best]),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "threshold": float(best),
+    }

@@ -21,7 +21,19 @@ from components.fsutil import atomic_dir, write_json
 from components.imageio import write_png
 from components.training.segment_data import ChangeSegmentDataset
 
-HEADLINE = ("precision", "recall", "f1", "iou", "oa", "miou", "mf1", "image_auroc", "image_f1", "pixel_auroc", "pixel_ap")
+HEADLINE = (
+    "precision",
+    "recall",
+    "f1",
+    "iou",
+    "oa",
+    "miou",
+    "mf1",
+    "image_auroc",
+    "image_f1",
+    "pixel_auroc",
+    "pixel_ap",
+)
 
 
 def plots_dir(params: Params) -> Path:
@@ -63,7 +75,9 @@ def evaluate_model(
     return metrics, pictures
 
 
-def evaluate_segment(params: Params, checkpoint: Path | None = None, splits: tuple[str, ...] | None = None) -> dict[str, float]:
+def evaluate_segment(
+    params: Params, checkpoint: Path | None = None, splits: tuple[str, ...] | None = None
+) -> dict[str, float]:
     """Evaluate the best checkpoint on val (and test when prepared) and record the results."""
     from components.training.segment_module import load_module
     from components.training.train_segment import model_dir
@@ -79,8 +93,12 @@ def evaluate_segment(params: Params, checkpoint: Path | None = None, splits: tup
             dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
             keep = set(overlay_names(dataset.names, params.segment.eval.num_overlays)) if split == "val" else set()
             metrics, pictures = evaluate_model(
-                module.model, dataset, params.segment.eval.threshold, params.segment.eval.batch_size,
-                params.segment.model.num_classes, keep,
+                module.model,
+                dataset,
+                params.segment.eval.threshold,
+                params.segment.eval.batch_size,
+                params.segment.model.num_classes,
+                keep,
             )
             values = metrics.compute()
             results.update({f"{split}/{key}": float(value) for key, value in values.items()})
@@ -98,7 +116,10 @@ def evaluate_segment(params: Params, checkpoint: Path | None = None, splits: tup
 def _write_pr_csv(path: Path, precision: np.ndarray, recall: np.ndarray, thresholds: np.ndarray) -> None:
     step = max(1, len(thresholds) // 200)  # a readable curve for `dvc plots`
     rows = ["threshold,precision,recall"]
-    rows += [f"{t:.4f},{p:.6f},{r:.6f}" for t, p, r in zip(thresholds[::step], precision[::step], recall[::step], strict=False)]
+    rows += [
+        f"{t:.4f},{p:.6f},{r:.6f}"
+        for t, p, r in zip(thresholds[::step], precision[::step], recall[::step], strict=False)
+    ]
     path.write_text("\n".join(rows) + "\n")
 
 

@@ -64,9 +64,11 @@ def uses_dvc(params_path: Path | str) -> bool:
     (tests, ad-hoc runs) runs the stages directly instead.
     """
     path = Path(params_path)
-    return path.name == "params.yaml" and (path.resolve().parent / "dvc.yaml").is_file() and (
-        path.resolve().parent / ".dvc"
-    ).is_dir()
+    return (
+        path.name == "params.yaml"
+        and (path.resolve().parent / "dvc.yaml").is_file()
+        and (path.resolve().parent / ".dvc").is_dir()
+    )
 
 
 def project_root(params_path: Path | str) -> Path:

@@ -128,7 +128,12 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops quantize segment",
         entrypoint="components.pipeline.steps:quantize_segment",
         description="Post-training quantization (quantize.backends), each judged on val against FP32.",
-        deps=("${paths.artifacts_dir}/models/segment", f"{DEPLOY}/segment_fp32.onnx", DATASETS, "components/quantization"),
+        deps=(
+            "${paths.artifacts_dir}/models/segment",
+            f"{DEPLOY}/segment_fp32.onnx",
+            DATASETS,
+            "components/quantization",
+        ),
         params=("seed", "quantize"),
         # The default backend's models; other backends write beside them (untracked by DVC).
         outs=(f"{DEPLOY}/segment_int8_qdq.onnx", f"{DEPLOY}/segment_int8_cpu.onnx"),
@@ -155,7 +160,12 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops benchmark platform",
         entrypoint="components.pipeline.steps:benchmark_platform",
         description="trtexec-style timing of the FP32 and INT8 ONNX on this machine, beside TAO's platforms.",
-        deps=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_int8_qdq.onnx", "${paths.artifacts_dir}/registry", "components/benchmarking"),
+        deps=(
+            f"{DEPLOY}/segment_fp32.onnx",
+            f"{DEPLOY}/segment_int8_qdq.onnx",
+            "${paths.artifacts_dir}/registry",
+            "components/benchmarking",
+        ),
         params=("benchmark",),
         outs=("${paths.artifacts_dir}/benchmarks",),
         metrics=(f"{METRICS}/benchmark.json",),

@@ -8,7 +8,23 @@ from torch import nn
 from components.config import SegmentTrainParams
 
 
-def build_optimizer(parameters: list[nn.Parameter], p: SegmentTrainParams) -> torch.optim.Optimizer:
+def parameter_groups(backbone: nn.Module, rest: nn.Module, p: SegmentTrainParams) -> list[dict]:
+    """Backbone at ``lr * backbone_lr_scale``, everything else at ``lr``.
+
+    A pretrained backbone needs smaller steps than a freshly initialised decoder: full-size
+    steps on ImageNet features wash out what the weights brought in a few hundred iterations.
+    """
+    backbone_ids = {id(param) for param in backbone.parameters()}
+    others = [param for param in rest.parameters() if id(param) not in backbone_ids and param.requires_grad]
+    groups = [{"params": others, "lr": p.lr}]
+    backbone_params = [param for param in backbone.parameters() if param.requires_grad]
+    if backbone_params:
+        groups.append({"params": backbone_params, "lr": p.lr * p.backbone_lr_scale})
+    return groups
+
+
+def build_optimizer(parameters: list[nn.Parameter] | list[dict], p: SegmentTrainParams) -> torch.optim.Optimizer:
+    """The optimizer named in params; ``parameters`` may be parameter groups with their own ``lr``."""
     if p.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=p.lr, weight_decay=p.weight_decay)
     if p.optimizer == "adam":

@@ -15,7 +15,7 @@ import torch
 
 from components.config import SegmentModelParams, SegmentTrainParams
 from components.evaluation.segment_metrics import SegmentationMetrics
-from components.training.optim import build_optimizer, build_scheduler
+from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 MONITOR = "val/iou"
 """Checkpoint choice and early stopping follow the change-class IoU on val."""
@@ -95,7 +95,8 @@ class ChangeSegmentModule(L.LightningModule):
         return merged
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(list(self.parameters()), self.train_params)
+        groups = parameter_groups(self.model.backbone, self, self.train_params)
+        optimizer = build_optimizer(groups, self.train_params)
         scheduler = build_scheduler(optimizer, self.train_params)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -108,9 +109,13 @@ def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeSegm
     try:
         payload = torch.load(checkpoint, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{checkpoint}: not a readable torch checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{checkpoint}: not a readable torch checkpoint ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "hyper_parameters" not in payload:
-        raise CheckpointError(f"{checkpoint}: not a Lightning checkpoint of inspectops (no state_dict/hyper_parameters)")
+        raise CheckpointError(
+            f"{checkpoint}: not a Lightning checkpoint of inspectops (no state_dict/hyper_parameters)"
+        )
     hparams = dict(payload["hyper_parameters"])
     hparams["load_pretrained"] = False
     try:

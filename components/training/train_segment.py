@@ -50,7 +50,9 @@ class ThroughputMeter(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
         self.pairs += int(batch["mask"].shape[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -123,7 +125,13 @@ def train_segment(params: Params) -> dict[str, float]:
     trainer = build_trainer(params, staging, logger, meter)
     if trainer.is_global_zero:
         shutil.rmtree(staging, ignore_errors=True)
-        logger.log_hyperparams({k: v for k, v in flatten(params.model_dump(mode="json")).items() if k.startswith(("seed", "data.", "segment."))})
+        logger.log_hyperparams(
+            {
+                k: v
+                for k, v in flatten(params.model_dump(mode="json")).items()
+                if k.startswith(("seed", "data.", "segment."))
+            }
+        )
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(t.resume_from) if t.resume_from else None)
