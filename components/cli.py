@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,10 +64,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.benchmarking.trtexec", "TrtexecError"),
         ("components.benchmarking.tensorrt_build", "EngineBuildError"),
     ):
-        try:
+        with suppress(ImportError, AttributeError):
             errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
     return tuple(errors)
 
 

@@ -128,7 +128,6 @@ def _log_to_training_run(params: Params, checkpoint: Path, results: dict[str, fl
     import mlflow
 
     from components.tracking import tracking_uri
-
     from components.training.train_segment import training_run
 
     run = training_run(checkpoint.parent)

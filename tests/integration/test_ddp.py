@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -40,7 +40,11 @@ def test_two_cpu_processes_match_one_and_only_rank_zero_logs(tmp_path: Path) -> 
 
     # Same data, its own artifacts and MLflow store; per-process batch halved so the global batch is equal.
     ddp_root = tmp_path / "ddp"
-    ddp_path = write_params(ddp_root, segment=segment, paths={"data_dir": str(params.paths.data_dir), "artifacts_dir": str(ddp_root / "artifacts")})
+    ddp_path = write_params(
+        ddp_root,
+        segment=segment,
+        paths={"data_dir": str(params.paths.data_dir), "artifacts_dir": str(ddp_root / "artifacts")},
+    )
     shutil.copytree(params.datasets_dir, ddp_root / "artifacts" / "datasets")
     shutil.copytree(params.metrics_dir, ddp_root / "artifacts" / "metrics")
     batch = TINY_SEGMENT["train"]["batch_size"] // 2

@@ -73,7 +73,10 @@ def server_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     server = subprocess.Popen(
         ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         _wait_healthy(env["PREFECT_API_URL"])
@@ -83,23 +86,42 @@ def server_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _prefect(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
-    done = subprocess.run(["prefect", "--no-prompt", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        ["prefect", "--no-prompt", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
 
 
-def test_deployment_run_completes_through_a_process_worker(checkout: Path, server_env: dict[str, str], tmp_path: Path) -> None:
+def test_deployment_run_completes_through_a_process_worker(
+    checkout: Path, server_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**server_env, "INSPECTOPS_WORKDIR": str(checkout)}
     _prefect(["work-pool", "create", "cpu-local", "--type", "process"], env, checkout)
     _prefect(["deploy", "--name", "local"], env, checkout)
     worker = subprocess.Popen(
         ["prefect", "worker", "start", "--pool", "cpu-local", "--limit", "1"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         output = _prefect(
-            ["deployment", "run", "inspectops-pipeline/local", "--param", "until=validate", "--watch", "--watch-timeout", "600"],
-            env, checkout, timeout=660,
+            [
+                "deployment",
+                "run",
+                "inspectops-pipeline/local",
+                "--param",
+                "until=validate",
+                "--watch",
+                "--watch-timeout",
+                "600",
+            ],
+            env,
+            checkout,
+            timeout=660,
         )
     finally:
         _stop(worker)

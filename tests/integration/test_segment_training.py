@@ -94,7 +94,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
         load_module(missing)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.ckpt"):
+    with pytest.raises(CheckpointError, match=r"garbage\.ckpt"):
         load_module(garbage)
     import torch
 

@@ -147,7 +147,9 @@ def test_batches_do_not_depend_on_worker_count(root: Path) -> None:
         sampler.set_epoch(epoch)
         # spawn: earlier tests in the session may leave threads (a Prefect server) that fork does not survive
         context = "spawn" if workers else None
-        loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers, multiprocessing_context=context)
+        loader = DataLoader(
+            dataset, batch_size=2, sampler=sampler, num_workers=workers, multiprocessing_context=context
+        )
         return list(loader)
 
     serial, parallel = batches(0, 1), batches(2, 1)

@@ -44,7 +44,7 @@ def test_graph_order_is_derived_from_deps_and_outs() -> None:
 
 def test_stage_entrypoints_and_code_deps_exist() -> None:
     for stage in STAGES:
-        module, attr = stage.entrypoint.split(":")
+        _module, attr = stage.entrypoint.split(":")
         assert attr, stage.name
         for dep in stage.deps:
             if dep.startswith("components/"):
