@@ -114,6 +114,9 @@ def data_synth(
 
     with _friendly_errors():
         p = _load(params, set_)
+        if out is None and category is None and seed is None:
+            _run_stage("synth", p)  # the pipeline's synth stage (dvc repro): tracked like every stage
+            return
         name = category or p.data.category
         target = out or p.paths.data_dir / "synthetic" / name
         counts = synthesize_category(target, name, p.synthetic, p.seed if seed is None else seed, progress=True)

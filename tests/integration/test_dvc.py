@@ -52,6 +52,10 @@ def test_repro_runs_the_data_stages_then_nothing(clone: Path) -> None:
     for stage in ("synth", "prepare", "validate"):
         assert f"Running stage '{stage}'" in first
     assert (clone / "artifacts" / "datasets" / "segment" / "list" / "val.txt").is_file()
+    mlflow.set_tracking_uri(f"sqlite:///{clone.parent / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("inspectops")
+    logged = {r.data.tags.get("stage") for r in mlflow.search_runs([experiment.experiment_id], output_format="list")}
+    assert {"synth", "prepare", "validate"} <= logged  # every stage DVC runs is an MLflow run
     second = _run(["dvc", "repro", "validate"], clone)
     assert "Running stage" not in second
     assert "up to date" in second.lower() or "didn't change" in second
