@@ -133,6 +133,7 @@ class SegmentTrainParams(_Section):
     lr: float = Field(6e-4, gt=0.0)
     backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
     lr_policy: Literal["linear", "step", "cosine"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
     lr_step_size: int = Field(10, ge=1)
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -147,6 +148,7 @@ class SegmentTrainParams(_Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
     change_class_weight: float = Field(5.0, gt=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)

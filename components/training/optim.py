@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,11 +34,29 @@ def build_optimizer(parameters: list[nn.Parameter] | list[dict], p: SegmentTrain
     return torch.optim.SGD(parameters, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=True)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, p: SegmentTrainParams) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch policies. ``linear`` decays to ``lr/(epochs+1)`` like ChangeFormer/TAO's linear policy."""
-    if p.lr_policy == "linear":
-        epochs = p.epochs
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 - epoch / float(epochs + 1))
-    if p.lr_policy == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=p.lr_step_size, gamma=p.lr_gamma)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs, eta_min=p.lr * 0.01)
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, p: SegmentTrainParams, steps_per_epoch: int = 1
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``lr_policy``, stepped every batch (Lightning ``interval: step``), after a linear warm-up.
+
+    Each policy is a function of the (fractional) epoch, so with ``steps_per_epoch = 1`` it is
+    the per-epoch policy of ChangeFormer/TAO: ``linear`` decays to ``lr/(epochs+1)``, ``step``
+    multiplies by ``lr_gamma`` every ``lr_step_size`` epochs, ``cosine`` anneals to ``lr/100``.
+    Stepping per batch spreads the decay smoothly over short CPU runs of a few epochs, and
+    ``warmup_steps`` ramps from ``lr/warmup_steps`` so the first updates of a randomly
+    initialised decoder do not wreck the pretrained backbone's batch statistics.
+    """
+    epochs, warmup = float(p.epochs), p.warmup_steps
+    steps_per_epoch = max(1, steps_per_epoch)
+
+    def factor(step: int) -> float:
+        progress = step / steps_per_epoch
+        if p.lr_policy == "linear":
+            value = 1.0 - progress / (epochs + 1.0)
+        elif p.lr_policy == "step":
+            value = p.lr_gamma ** math.floor(progress / p.lr_step_size)
+        else:
+            value = 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(progress, epochs) / epochs))
+        return max(value, 0.0) * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

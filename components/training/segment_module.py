@@ -7,6 +7,7 @@ checkpoint so a checkpoint alone rebuilds the model (without re-reading params.y
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,10 @@ class ChangeSegmentModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         groups = parameter_groups(self.model.backbone, self, self.train_params)
         optimizer = build_optimizer(groups, self.train_params)
-        scheduler = build_scheduler(optimizer, self.train_params)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total_steps = int(self.trainer.estimated_stepping_batches)  # per rank, after limit_train_batches
+        steps_per_epoch = math.ceil(total_steps / max(1, self.trainer.max_epochs or 1))
+        scheduler = build_scheduler(optimizer, self.train_params, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeSegmentModule:

@@ -86,6 +86,7 @@ def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: Thro
         log_every_n_steps=1,
         deterministic=True if on_cpu else "warn",
         limit_train_batches=t.limit_train_batches,
+        gradient_clip_val=t.grad_clip_norm,
         default_root_dir=str(checkpoint_dir),
         enable_model_summary=False,
     )
