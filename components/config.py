@@ -91,8 +91,8 @@ class AugmentParams(_Section):
     """Geometric transforms hit test, golden and mask alike; photometric ones each image alone."""
 
     hflip: float = Field(0.5, ge=0.0, le=1.0)
-    vflip: float = Field(0.5, ge=0.0, le=1.0)
-    rotate90: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.0, ge=0.0, le=1.0)
+    rotate90: float = Field(0.0, ge=0.0, le=1.0)
     random_resized_crop: float = Field(0.3, ge=0.0, le=1.0)
     crop_scale: tuple[float, float] = (0.6, 1.0)
     blur: float = Field(0.1, ge=0.0, le=1.0)
@@ -130,10 +130,10 @@ class SegmentModelParams(_Section):
 
 class SegmentTrainParams(_Section):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(6e-4, gt=0.0)
-    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
+    lr: float = Field(1e-3, gt=0.0)
+    backbone_lr_scale: float = Field(0.3, gt=0.0, le=1.0)
     lr_policy: Literal["linear", "step", "cosine"] = "linear"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.15, ge=0.0, lt=1.0)
     lr_step_size: int = Field(10, ge=1)
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -149,7 +149,7 @@ class SegmentTrainParams(_Section):
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0.0)
-    change_class_weight: float = Field(5.0, gt=0.0)
+    change_class_weight: float = Field(1.5, gt=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)
     resume_from: Path | None = None

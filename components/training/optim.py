@@ -42,12 +42,14 @@ def build_scheduler(
     Each policy is a function of the (fractional) epoch, so with ``steps_per_epoch = 1`` it is
     the per-epoch policy of ChangeFormer/TAO: ``linear`` decays to ``lr/(epochs+1)``, ``step``
     multiplies by ``lr_gamma`` every ``lr_step_size`` epochs, ``cosine`` anneals to ``lr/100``.
-    Stepping per batch spreads the decay smoothly over short CPU runs of a few epochs, and
-    ``warmup_steps`` ramps from ``lr/warmup_steps`` so the first updates of a randomly
-    initialised decoder do not wreck the pretrained backbone's batch statistics.
+    Stepping per batch spreads the decay smoothly over short CPU runs of a few epochs, and the
+    warm-up (the first ``warmup_ratio`` of all steps, as a share so that it means the same on
+    a 59-pair demo set and on 212 transistor pairs) ramps the LR up linearly, so the first
+    updates from a randomly initialised decoder do not wreck the pretrained backbone.
     """
-    epochs, warmup = float(p.epochs), p.warmup_steps
     steps_per_epoch = max(1, steps_per_epoch)
+    epochs = float(p.epochs)
+    warmup = round(p.warmup_ratio * steps_per_epoch * p.epochs)
 
     def factor(step: int) -> float:
         progress = step / steps_per_epoch

@@ -31,7 +31,7 @@ def test_backbone_gets_the_scaled_lr_and_every_parameter_is_in_exactly_one_group
 
 def test_linear_policy_decays_both_groups_in_proportion() -> None:
     model = _TwoPart()
-    params = SegmentTrainParams(lr=1e-3, backbone_lr_scale=0.5, epochs=3)
+    params = SegmentTrainParams(lr=1e-3, backbone_lr_scale=0.5, epochs=3, warmup_ratio=0.0)
     optimizer = build_optimizer(parameter_groups(model.backbone, model, params), params)
     scheduler = build_scheduler(optimizer, params)
     optimizer.step()
@@ -62,7 +62,7 @@ def _lrs(params: SegmentTrainParams, steps_per_epoch: int, steps: int) -> list[f
 
 
 def test_per_step_linear_policy_meets_the_per_epoch_policy_at_epoch_boundaries() -> None:
-    params = SegmentTrainParams(lr=1.0, epochs=4, lr_policy="linear")
+    params = SegmentTrainParams(lr=1.0, epochs=4, lr_policy="linear", warmup_ratio=0.0)
     lrs = _lrs(params, steps_per_epoch=10, steps=40)
     for epoch in range(4):
         assert abs(lrs[10 * epoch] - (1.0 - epoch / 5.0)) < 1e-9
@@ -70,13 +70,13 @@ def test_per_step_linear_policy_meets_the_per_epoch_policy_at_epoch_boundaries()
 
 
 def test_warmup_ramps_linearly_then_follows_the_policy() -> None:
-    params = SegmentTrainParams(lr=1.0, epochs=2, lr_policy="step", lr_step_size=1, lr_gamma=0.5, warmup_steps=4)
+    params = SegmentTrainParams(lr=1.0, epochs=2, lr_policy="step", lr_step_size=1, lr_gamma=0.5, warmup_ratio=0.4)
     lrs = _lrs(params, steps_per_epoch=5, steps=10)
     assert [round(x, 6) for x in lrs[:5]] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert lrs[5:] == [0.5] * 5
 
 
 def test_cosine_policy_ends_at_one_percent() -> None:
-    params = SegmentTrainParams(lr=1.0, epochs=2, lr_policy="cosine")
+    params = SegmentTrainParams(lr=1.0, epochs=2, lr_policy="cosine", warmup_ratio=0.0)
     lrs = _lrs(params, steps_per_epoch=3, steps=7)
     assert lrs[0] == 1.0 and abs(lrs[6] - 0.01) < 1e-9
