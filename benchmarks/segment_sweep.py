@@ -90,6 +90,19 @@ def render_budget(minutes: str, configs: dict[str, Any]) -> list[str]:
             f"**{pct(v.get('iou'))}** | {pct(v.get('image_auroc'))} | {pct(v.get('pixel_ap'))} | "
             f"{pct(v.get('pixel_best_f1'))} @ {v.get('pixel_best_threshold', float('nan')):.2f} | {curve} |"
         )
+    kinds = sorted({k.removeprefix("iou/") for data in configs.values() for k in data["val"] if k.startswith("iou/")})
+    lines += [
+        "",
+        "Change-class IoU per defect kind, overall accuracy, mIoU and good parts with any false-positive pixel:",
+        "",
+        "| config | " + " | ".join(kinds) + " | OA | mIoU | good parts flagged |",
+        "|---" * (len(kinds) + 4) + "|",
+    ]
+    for name, data in sorted(configs.items(), key=lambda item: -item[1]["val"].get("iou", 0.0)):
+        v = data["val"]
+        cells = [pct(v.get(f"iou/{kind}")) for kind in kinds]
+        cells += [f"{100 * v['oa']:.2f}" if "oa" in v else "n/a", pct(v.get("miou")), pct(v.get("good_fp_image_rate"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
