@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import yaml
-from segment_transistor import REPO, update_results_md, write_params  # run as a script from benchmarks/
+from segment_transistor import REPO, pct, update_results_md, write_params  # run as a script from benchmarks/
 
 from components.config import load_params
 
@@ -70,9 +70,6 @@ def run_config(name: str, overrides: dict[str, Any], workdir: Path, minutes: flo
 def render_budget(minutes: str, configs: dict[str, Any]) -> list[str]:
     """One table for one CPU budget: a row per configuration, best val IoU first, the TAO card on top."""
 
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}"
-
     lines = [
         f"### {float(minutes):g} CPU minutes per configuration",
         "",
@@ -86,9 +83,9 @@ def render_budget(minutes: str, configs: dict[str, Any]) -> list[str]:
         overrides = ", ".join(f"`{k.removeprefix('segment.train.')}={val}`" for k, val in shown.items()) or "defaults"
         curve = " ".join(f"{100 * x:.0f}" for x in data["val_iou_per_epoch"])
         lines.append(
-            f"| {name} | {overrides} | {pct(v.get('precision'))} | {pct(v.get('recall'))} | {pct(v.get('f1'))} | "
-            f"**{pct(v.get('iou'))}** | {pct(v.get('image_auroc'))} | {pct(v.get('pixel_ap'))} | "
-            f"{pct(v.get('pixel_best_f1'))} @ {v.get('pixel_best_threshold', float('nan')):.2f} | {curve} |"
+            f"| {name} | {overrides} | {pct(v.get('precision'), 1)} | {pct(v.get('recall'), 1)} | {pct(v.get('f1'), 1)} | "
+            f"**{pct(v.get('iou'), 1)}** | {pct(v.get('image_auroc'), 1)} | {pct(v.get('pixel_ap'), 1)} | "
+            f"{pct(v.get('pixel_best_f1'), 1)} @ {v.get('pixel_best_threshold', float('nan')):.2f} | {curve} |"
         )
     kinds = sorted({k.removeprefix("iou/") for data in configs.values() for k in data["val"] if k.startswith("iou/")})
     lines += [
@@ -100,8 +97,12 @@ def render_budget(minutes: str, configs: dict[str, Any]) -> list[str]:
     ]
     for name, data in sorted(configs.items(), key=lambda item: -item[1]["val"].get("iou", 0.0)):
         v = data["val"]
-        cells = [pct(v.get(f"iou/{kind}")) for kind in kinds]
-        cells += [f"{100 * v['oa']:.2f}" if "oa" in v else "n/a", pct(v.get("miou")), pct(v.get("good_fp_image_rate"))]
+        cells = [pct(v.get(f"iou/{kind}"), 1) for kind in kinds]
+        cells += [
+            f"{100 * v['oa']:.2f}" if "oa" in v else "n/a",
+            pct(v.get("miou"), 1),
+            pct(v.get("good_fp_image_rate"), 1),
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -129,8 +130,6 @@ def render_markdown(results: dict[str, Any]) -> str:
 def load_results() -> dict[str, Any]:
     """Earlier results, one set of configurations per budget (rows of different budgets never mix)."""
     results: dict[str, Any] = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
-    if "configs" in results:  # the first layout: a single budget
-        results["budgets"] = {f"{results.pop('minutes_budget'):g}": results.pop("configs")}
     results.setdefault("budgets", {})
     return results
 

@@ -131,8 +131,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+def pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage for the RESULTS.md tables; ``n/a`` when missing or NaN."""
+    return "n/a" if value is None or value != value else f"{100 * value:.{digits}f}"
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -148,16 +149,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         "| model | P | R | F1 | IoU | OA | mIoU | image AUROC | epochs | train pairs/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
         "| TAO card: FAN-Hybrid-Base, ImageNet-pretrained | 94.5 | 89.8 | 92.0 | 86.15 | 99.57 | | | | |",
-        f"| difference baseline (best threshold on val) | {_pct(base.get('precision'))} | {_pct(base.get('recall'))} | "
-        f"{_pct(base.get('f1'))} | {_pct(base.get('iou'))} | | | | | |",
+        f"| difference baseline (best threshold on val) | {pct(base.get('precision'))} | {pct(base.get('recall'))} | "
+        f"{pct(base.get('f1'))} | {pct(base.get('iou'))} | | | | | |",
     ]
     for variant, data in results["variants"].items():
         v, t = data["val"], data["train"]
         label = "ImageNet (PyPI package)" if variant == "package" else "from scratch" if variant == "none" else variant
         lines.append(
-            f"| {results.get('backbone', 'tf_efficientnet_lite0')}, {label} | {_pct(v.get('precision'))} | {_pct(v.get('recall'))} | "
-            f"{_pct(v.get('f1'))} | {_pct(v.get('iou'))} | {_pct(v.get('oa'))} | {_pct(v.get('miou'))} | "
-            f"{_pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/pairs_per_second', 0):.1f} |"
+            f"| {results.get('backbone', 'tf_efficientnet_lite0')}, {label} | {pct(v.get('precision'))} | {pct(v.get('recall'))} | "
+            f"{pct(v.get('f1'))} | {pct(v.get('iou'))} | {pct(v.get('oa'))} | {pct(v.get('miou'))} | "
+            f"{pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/pairs_per_second', 0):.1f} |"
         )
     per_kind = {
         variant: {k[4:]: v for k, v in data["val"].items() if k.startswith("iou/")}
@@ -173,7 +174,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             "|---" * (len(kinds) + 1) + "|",
         ]
         for variant, d in per_kind.items():
-            lines.append(f"| {variant} | " + " | ".join(_pct(d.get(k)) for k in kinds) + " |")
+            lines.append(f"| {variant} | " + " | ".join(pct(d.get(k)) for k in kinds) + " |")
     if "throughput" in results:
         width = results.get("throughput_embed_dim", 256)
         lines += [

@@ -111,12 +111,7 @@ def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         )
         replaced.update(node.input[1:3])
         rewritten += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    used = {name for n in graph.node for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _replace_nodes(graph, new_nodes, replaced)
     return model, rewritten
 
 
@@ -269,13 +264,18 @@ def narrow_conv_to_shifted_sum(model: onnx.ModelProto, max_out_channels: int = 4
         new_nodes.append(helper.make_node("Sum", windows, [node.output[0]], name=f"{base}_shifted_sum"))
         replaced.update(node.input[1:3])
         rewritten += 1
+    _replace_nodes(graph, new_nodes, replaced)
+    return model, rewritten
+
+
+__all__ = ["convtranspose_to_subpixel", "fuse_pad_into_conv", "narrow_conv_to_shifted_sum", "subpixel_weights"]
+
+
+def _replace_nodes(graph: onnx.GraphProto, new_nodes: list[onnx.NodeProto], replaced: set[str]) -> None:
+    """Swap in the rewritten node list and drop the initializers that only the replaced nodes used."""
     del graph.node[:]
     graph.node.extend(new_nodes)
     used = {name for n in graph.node for name in n.input}
     kept = [t for t in graph.initializer if t.name in used or t.name not in replaced]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return model, rewritten
-
-
-__all__ = ["convtranspose_to_subpixel", "fuse_pad_into_conv", "narrow_conv_to_shifted_sum", "subpixel_weights"]
