@@ -48,7 +48,7 @@ def run_config(name: str, overrides: dict[str, Any], workdir: Path, minutes: flo
     """Prepare, train and evaluate one configuration in its own artifacts folder."""
     from components.evaluation.evaluate_segment import evaluate_segment
     from components.pipeline import steps
-    from components.training.train_segment import model_dir, train_segment, training_run
+    from components.training.train_segment import train_segment, training_run
 
     overrides = {**overrides, "paths.artifacts_dir": str(workdir / f"artifacts-{name}")}
     params_path = write_params(workdir, minutes, "package", "tf_efficientnet_lite0", overrides, name=name)
@@ -57,7 +57,7 @@ def run_config(name: str, overrides: dict[str, Any], workdir: Path, minutes: flo
     started = time.perf_counter()
     trained = train_segment(params)
     evaluated = evaluate_segment(params)
-    run = training_run(model_dir(params))
+    run = training_run(params)
     return {
         "overrides": overrides,
         "train": trained,

@@ -277,6 +277,7 @@ def pipeline_run(
     """Run the whole pipeline as a Prefect flow, tracked in MLflow."""
     with _friendly_errors():
         load_params(params)
+        _quiet_temporary_prefect_server()
         from flows.pipeline import pipeline_flow
 
         try:
@@ -284,6 +285,18 @@ def pipeline_run(
         except Exception as error:  # Prefect re-raises the failing task's exception
             typer.secho(f"error: pipeline failed: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
+
+
+def _quiet_temporary_prefect_server() -> None:
+    """Without ``PREFECT_API_URL`` Prefect starts a temporary server on SQLite; its telemetry
+    heartbeat then races the flow's first writes and prints ``database is locked`` tracebacks
+    (harmless, but a healthy run must not look broken). A machine that reaches no one has no
+    use for the heartbeat either; a user's own setting wins.
+    """
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pipeline_app.command("stages")

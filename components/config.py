@@ -239,7 +239,13 @@ class Params(_Section):
 
     @property
     def metrics_dir(self) -> Path:
+        """Metrics DVC compares; committed to git, so only reproducible numbers go here."""
         return self.paths.artifacts_dir / "metrics"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Files for people holding run ids, versions or timings: never a DVC output."""
+        return self.paths.artifacts_dir / "reports"
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

@@ -75,11 +75,11 @@ def register_segment_model(params: Params) -> dict[str, float]:
     """Register the trained model, run the gate and move ``champion`` if it passes."""
     import mlflow
 
-    from components.training.train_segment import model_dir, training_run
+    from components.training.train_segment import training_run, training_run_path
 
-    run_info = training_run(model_dir(params))
+    run_info = training_run(params)
     if "run_id" not in run_info:
-        raise FileNotFoundError(f"{model_dir(params) / 'run.json'}: no training run to register (run the train stage)")
+        raise FileNotFoundError(f"{training_run_path(params)}: no training run to register (run the train stage)")
     segment = _read_json(params.metrics_dir / "segment.json")
     quantize = _read_json(params.metrics_dir / "quantize.json")
     val_iou = segment.get("val/iou")
@@ -121,10 +121,15 @@ def register_segment_model(params: Params) -> dict[str, float]:
         "challenger": asdict(challenger),
         "champion_before": asdict(champion) if champion else None,
     }
-    write_json(params.paths.artifacts_dir / "registry" / "decision.json", record)
-    metrics = {
+    write_json(decision_path(params), record)
+    # Not a DVC metrics file: the version number depends on the registry's history, not on
+    # the inputs. The runner logs these to MLflow and the stage's run record.
+    return {
         "register/version": float(version.version),
         "register/promoted": float(decision.promote),
     }
-    write_json(params.metrics_dir / "register.json", metrics)
-    return metrics
+
+
+def decision_path(params: Params) -> Path:
+    """``<artifacts>/reports/registry/decision.json``: the last gate decision, for people and the benchmark label."""
+    return params.reports_dir / "registry" / "decision.json"

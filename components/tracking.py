@@ -19,6 +19,14 @@ from components.config import Params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+"""Where ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` serves a local store."""
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3.17's UI opens an experiment in its GenAI view (traces, assistant) unless this tag
+says otherwise; with it, the experiment opens on its training runs."""
+
 
 def tracking_uri(params: Params) -> str:
     """``tracking.tracking_uri`` from params, else ``MLFLOW_TRACKING_URI``, else a local SQLite store.
@@ -69,14 +77,28 @@ def ensure_experiment(params: Params) -> str:
     if experiment is None:
         try:
             experiment_id = mlflow.create_experiment(
-                params.tracking.experiment, artifact_location=default_artifact_location(uri)
+                params.tracking.experiment,
+                artifact_location=default_artifact_location(uri),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         except mlflow.exceptions.MlflowException:  # created concurrently by another process
             experiment_id = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
     else:
         experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def ui_url(uri: str) -> str:
+    """The web UI for a tracking URI: the server itself, or ``mlflow ui``'s default for a local store."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI_URL
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """A link a person can open to see one run (for a local store, once ``mlflow ui`` is running)."""
+    return f"{ui_url(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def is_rank_zero() -> bool:

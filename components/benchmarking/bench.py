@@ -75,11 +75,12 @@ def default_model_uri(params: Params) -> str:
 
 
 def benchmarks_dir(params: Params) -> Path:
-    return params.paths.artifacts_dir / "benchmarks"
+    """Timings differ on every run, so they live among the reports, outside DVC's outputs."""
+    return params.reports_dir / "benchmarks"
 
 
 def results_path(params: Params, platform: str, runtime: str, precision: str) -> Path:
-    """``<artifacts>/benchmarks/<platform>-<runtime>-<precision>.json``."""
+    """``<artifacts>/reports/benchmarks/<platform>-<runtime>-<precision>.json``."""
     return benchmarks_dir(params) / f"{platform}-{runtime}-{precision}.json"
 
 

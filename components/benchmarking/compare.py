@@ -112,9 +112,11 @@ def platform_rows(platform: Platform, outcome: PlatformOutcome) -> list[Comparis
         batch = int(record["batch_size"])
         fps = float(record["pairs_per_second"])
         at_reference = reference is not None and batch == reference.batch_size
+        # The precision actually measured (e.g. the INT8 model on a CPU), not the platform's default.
+        measured_precision = str(record.get("precision") or platform.precision)
         rows.append(
             ComparisonRow(
-                **base,
+                **{**base, "precision": measured_precision},
                 batch_size=batch,
                 measured_fps=fps,
                 reference_fps=reference.fps if at_reference else None,

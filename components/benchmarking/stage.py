@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.benchmarking.bench import log_comparison, run_benchmark
+from components.benchmarking.bench import benchmarks_dir, log_comparison, run_benchmark
 from components.benchmarking.compare import OK, PlatformOutcome, build_rows, rows_to_markdown
 from components.benchmarking.platforms import load_platforms
 from components.config import Params
-from components.fsutil import atomic_file, write_json
+from components.fsutil import atomic_file
 
 NOT_HERE = "not run by this pipeline: use the benchmark-fanout flow on its work pool"
 
@@ -35,12 +35,14 @@ def deploy_models(params: Params) -> dict[str, Path]:
 
 
 def registered_version(params: Params) -> str | None:
-    decision = params.paths.artifacts_dir / "registry" / "decision.json"
+    from components.registry import decision_path
+
+    decision = decision_path(params)
     return str(json.loads(decision.read_text())["version"]) if decision.is_file() else None
 
 
 def comparison_path(params: Params) -> Path:
-    return params.paths.artifacts_dir / "benchmarks" / "comparison.md"
+    return benchmarks_dir(params) / "comparison.md"
 
 
 def benchmark_stage(params: Params) -> dict[str, float]:
@@ -77,5 +79,4 @@ def benchmark_stage(params: Params) -> dict[str, float]:
     note = f"Measured here: `{here.name}` ({here.runtime}, {best}). Model version {version or 'unregistered'}; MLflow run `{run_id}`."
     with atomic_file(comparison_path(params)) as handle:
         handle.write(rows_to_markdown(rows, note=note))
-    write_json(params.metrics_dir / "benchmark.json", metrics)
     return metrics

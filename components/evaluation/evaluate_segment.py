@@ -128,9 +128,11 @@ def _log_to_training_run(params: Params, checkpoint: Path, results: dict[str, fl
     import mlflow
 
     from components.tracking import tracking_uri
-    from components.training.train_segment import training_run
+    from components.training.train_segment import model_dir, training_run
 
-    run = training_run(checkpoint.parent)
+    # The pipeline's model: its training run. Any other checkpoint: a run of its own.
+    is_pipeline_model = checkpoint.resolve().parent == model_dir(params).resolve()
+    run = training_run(params) if is_pipeline_model else {}
     mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params))
     client = mlflow.MlflowClient()
     run_id = run.get("run_id")

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from components.config import Params, load_params
+from components.fsutil import write_json
 from components.pipeline.stages import Stage, get_stage, resolve_path
+
+LineSink = Callable[[str], None]
+"""Receives each finished line a stage prints (progress-bar redraws collapsed to their last state)."""
 
 PARENT_RUN_ENV = "INSPECTOPS_PARENT_RUN_ID"
 """Carries the pipeline's MLflow run id into stage commands that DVC starts as subprocesses."""
@@ -43,7 +51,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         parent_run_id=parent_run_id,
         nested=parent_run_id is not None,
         tags=tags,
-    ):
+    ) as run:
         mlflow.log_params(stage_params(stage.params, params))
         started = time.perf_counter()
         try:
@@ -51,10 +59,47 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         except Exception as error:
             mlflow.set_tag("failure", f"{type(error).__name__}: {error}"[:5000])
             raise StageError(f"stage '{name}' failed: {error}") from error
-        metrics = {**metrics, f"{name}/seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        metrics = {**metrics, f"{name}/seconds": seconds}
         log_metrics(metrics)
         mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
+        write_run_record(params, name, run.info, seconds, metrics)
     return metrics
+
+
+def run_record_path(params: Params, name: str) -> Path:
+    """``<artifacts>/runs/<stage>.json``: which MLflow run last produced a stage's outputs.
+
+    Kept outside every DVC-tracked output on purpose: run ids and timings differ on every
+    run, and DVC's outputs must hash the same for the same inputs (a clean ``git status``).
+    """
+    return params.paths.artifacts_dir / "runs" / f"{name}.json"
+
+
+def write_run_record(params: Params, name: str, info: Any, seconds: float, metrics: dict[str, float]) -> None:
+    from components.tracking import tracking_uri
+
+    write_json(
+        run_record_path(params, name),
+        {
+            "stage": name,
+            "run_id": info.run_id,
+            "experiment_id": info.experiment_id,
+            "tracking_uri": tracking_uri(params),
+            "seconds": round(seconds, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        },
+    )
+
+
+def read_run_record(params: Params, name: str) -> dict[str, Any]:
+    """The stage's last run record, ``{}`` when it never ran here (or the file is unreadable)."""
+    path = run_record_path(params, name)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def uses_dvc(params_path: Path | str) -> bool:
@@ -93,11 +138,55 @@ def stage_metrics(stage: Stage, params: Params) -> dict[str, float]:
     return metrics
 
 
-def reproduce_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
+def _lines(stream: IO[bytes], echo: IO[bytes] | None) -> Iterator[str]:
+    """Yield the finished lines of ``stream`` while copying every byte to ``echo`` as it arrives.
+
+    A progress bar redraws itself with ``\r``; the terminal gets every redraw, the lines
+    yielded keep only the bar's last state, so a log holds one line per bar, not thousands.
+    """
+    pending = b""
+    while chunk := os.read(stream.fileno(), 65536):
+        if echo is not None:
+            echo.write(chunk)
+            echo.flush()
+        pending += chunk
+        *done, pending = pending.split(b"\n")
+        for raw in done:
+            line = raw.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+            if line:
+                yield line
+    tail = pending.decode(errors="replace").rsplit("\r", 1)[-1].rstrip()
+    if tail:
+        yield tail
+
+
+def stream_command(
+    command: list[str], cwd: Path, env: dict[str, str], on_line: LineSink | None = None, echo: bool = True
+) -> tuple[int, list[str]]:
+    """Run ``command`` with its output shown live (and passed line by line to ``on_line``).
+
+    Returns the exit code and the last lines, for the error message of a failed stage.
+    """
+    env = {**env, "PYTHONUNBUFFERED": "1"}  # a stage's prints reach the terminal as they happen
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        assert process.stdout is not None
+        for line in _lines(process.stdout, sys.stdout.buffer if echo else None):
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+        code = process.wait()
+    return code, list(tail)
+
+
+def reproduce_stage(
+    name: str, params_path: Path | str, parent_run_id: str | None = None, on_line: LineSink | None = None
+) -> dict[str, float]:
     """``dvc repro --single-item <stage>``: runs the stage only if its deps, params or outs changed.
 
     This is the pipeline's one caching mechanism: DVC's lock file and cache, shared by
     ``dvc repro`` and the Prefect flow. A skipped stage reports ``<stage>/cached = 1``.
+    The stage's output (training's progress bar and per-epoch metrics included) streams live.
     """
     path = Path(params_path).resolve()
     params = load_params(path)
@@ -105,22 +194,34 @@ def reproduce_stage(name: str, params_path: Path | str, parent_run_id: str | Non
     env = {**os.environ}
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
-    done = subprocess.run(
-        ["dvc", "repro", "--single-item", name], cwd=path.parent, env=env, capture_output=True, text=True
-    )
-    output = done.stdout + done.stderr
-    if done.returncode != 0:
-        tail = "\n".join(line for line in output.splitlines()[-25:] if line.strip())
-        raise StageError(f"stage '{name}' failed (dvc repro exit {done.returncode}):\n{tail}")
-    cached = f"Running stage '{name}'" not in output
-    return {**stage_metrics(stage, params), f"{name}/cached": float(cached)}
+    ran = False
+
+    def watch(line: str) -> None:
+        nonlocal ran
+        ran = ran or f"Running stage '{name}'" in line
+        if on_line is not None:
+            on_line(line)
+
+    code, tail = stream_command(["dvc", "repro", "--single-item", name], path.parent, env, watch)
+    if code != 0:
+        shown = "\n".join(line for line in tail[-25:] if line.strip())
+        raise StageError(f"stage '{name}' failed (dvc repro exit {code}):\n{shown}")
+    return {**stage_metrics(stage, params), f"{name}/cached": float(not ran)}
 
 
-def execute_stage(name: str, params_path: Path | str, parent_run_id: str | None = None) -> dict[str, float]:
-    """The body of a pipeline task: through DVC for the repository's params, directly otherwise."""
+def execute_stage(
+    name: str, params_path: Path | str, parent_run_id: str | None = None, on_line: LineSink | None = None
+) -> dict[str, float]:
+    """The body of a pipeline task: through DVC for the repository's params, directly otherwise.
+
+    Adds ``<stage>/wall_seconds``, the time the task took (a cached stage: DVC's check only).
+    """
+    started = time.perf_counter()
     if uses_dvc(params_path):
-        return reproduce_stage(name, params_path, parent_run_id)
-    return run_stage(name, params_path, parent_run_id)
+        metrics = reproduce_stage(name, params_path, parent_run_id, on_line)
+    else:
+        metrics = {**run_stage(name, params_path, parent_run_id), f"{name}/cached": 0.0}
+    return {**metrics, f"{name}/wall_seconds": time.perf_counter() - started}
 
 
 def stage_reports(stage: Stage, params: Params) -> list[str]:
@@ -165,19 +266,3 @@ def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value), timestamp=stamp)
     client.set_terminated(run_id, status=status)
-
-
-def summary_markdown(results: dict[str, dict[str, float]], run_id: str, tracking: str) -> str:
-    """A table of every stage's metrics, for the Prefect artifact a person looks at."""
-    lines = [
-        "# inspectops pipeline",
-        "",
-        f"MLflow parent run `{run_id}` (tracking URI `{tracking}`).",
-        "",
-        "| stage | metric | value |",
-        "|---|---|---|",
-    ]
-    for stage, metrics in results.items():
-        for key, value in sorted(metrics.items()):
-            lines.append(f"| {stage} | {key} | {value:.4g} |")
-    return "\n".join(lines) + "\n"

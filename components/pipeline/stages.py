@@ -46,6 +46,8 @@ class Stage:
     retries: int = 0
     reports: tuple[str, ...] = ()
     """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
+    key_metrics: tuple[str, ...] = ()
+    """Metric names (``fnmatch`` patterns) the pipeline's closing summary shows for this stage."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def function(self) -> StageFn:
@@ -59,7 +61,13 @@ class Stage:
 RAW = "${paths.data_dir}/${data.source}/${data.category}"
 DATASETS = "${paths.artifacts_dir}/datasets"
 METRICS = "${paths.artifacts_dir}/metrics"
+"""Metrics files: committed to git (``.gitignore`` keeps this one folder of ``artifacts/``), so
+``dvc exp show`` and ``dvc metrics diff`` compare every commit and experiment. Only numbers that
+the same inputs reproduce belong here; timings and run ids go to MLflow and ``REPORTS``."""
 DEPLOY = "${paths.artifacts_dir}/deploy"
+REPORTS = "${paths.artifacts_dir}/reports"
+"""Files for people that hold run ids, versions or timings (Data Docs, the registry decision,
+benchmark tables): deliberately not DVC outputs, whose hashes must not change from run to run."""
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -71,6 +79,7 @@ STAGES: tuple[Stage, ...] = (
         params=("seed", "synthetic"),
         outs=("${paths.data_dir}/synthetic/${data.category}",),
         only_for_source="synthetic",
+        key_metrics=("synth/images",),
     ),
     Stage(
         name="prepare",
@@ -81,6 +90,7 @@ STAGES: tuple[Stage, ...] = (
         params=("seed", "data"),
         outs=(DATASETS,),
         metrics=(f"{METRICS}/data.json",),
+        key_metrics=("segment/train", "segment/val"),
     ),
     Stage(
         name="validate",
@@ -91,6 +101,7 @@ STAGES: tuple[Stage, ...] = (
         params=("data",),
         outs=("${paths.artifacts_dir}/validation",),
         metrics=(f"{METRICS}/validation.json",),
+        key_metrics=("validation/success", "validation/failed_expectations"),
     ),
     Stage(
         name="train",
@@ -102,6 +113,7 @@ STAGES: tuple[Stage, ...] = (
         params=("seed", "segment.model", "segment.train"),
         outs=("${paths.artifacts_dir}/models/segment",),
         metrics=(f"{METRICS}/segment_train.json",),
+        key_metrics=("train/best_val_iou", "train/epochs"),
     ),
     Stage(
         name="evaluate",
@@ -112,6 +124,7 @@ STAGES: tuple[Stage, ...] = (
         params=("segment.eval",),
         outs=("${paths.artifacts_dir}/plots/segment",),
         metrics=(f"{METRICS}/segment.json",),
+        key_metrics=("val/iou", "val/f1", "val/image_auroc"),
     ),
     Stage(
         name="export",
@@ -122,6 +135,7 @@ STAGES: tuple[Stage, ...] = (
         params=("export",),
         outs=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_fp32.json"),
         metrics=(f"{METRICS}/export.json",),
+        key_metrics=("export/parity_max_abs_logit", "export/model_mb"),
     ),
     Stage(
         name="quantize",
@@ -138,6 +152,7 @@ STAGES: tuple[Stage, ...] = (
         # The default backend's models; other backends write beside them (untracked by DVC).
         outs=(f"{DEPLOY}/segment_int8_qdq.onnx", f"{DEPLOY}/segment_int8_cpu.onnx"),
         metrics=(f"{METRICS}/quantize.json",),
+        key_metrics=("quantize/fp32/val_iou", "quantize/*/iou_drop"),
     ),
     Stage(
         name="register",
@@ -151,9 +166,10 @@ STAGES: tuple[Stage, ...] = (
             "components/registry.py",
         ),
         params=("quantize.iou_tolerance", "tracking.registered_model"),
-        outs=("${paths.artifacts_dir}/registry",),
-        metrics=(f"{METRICS}/register.json",),
+        # No DVC outputs: the version number and the decision depend on the registry's state,
+        # not only on the inputs; they live in MLflow and in REPORTS/registry/decision.json.
         retries=2,  # the registry is a server in a team stack: retry passing network errors
+        key_metrics=("register/version", "register/promoted"),
     ),
     Stage(
         name="benchmark",
@@ -163,13 +179,13 @@ STAGES: tuple[Stage, ...] = (
         deps=(
             f"{DEPLOY}/segment_fp32.onnx",
             f"{DEPLOY}/segment_int8_qdq.onnx",
-            "${paths.artifacts_dir}/registry",
+            f"{DEPLOY}/segment_int8_cpu.onnx",
             "components/benchmarking",
         ),
         params=("benchmark",),
-        outs=("${paths.artifacts_dir}/benchmarks",),
-        metrics=(f"{METRICS}/benchmark.json",),
-        reports=("${paths.artifacts_dir}/benchmarks/comparison.md",),
+        # No DVC outputs: timings differ on every run. The tables go to MLflow and REPORTS.
+        reports=(f"{REPORTS}/benchmarks/comparison.md",),
+        key_metrics=("bench/*/b8/pairs_per_second",),
     ),
 )
 

@@ -92,9 +92,9 @@ def _attach_to_training_run(params: Params, path, artifact_path: str) -> None:  
     """Log a deploy artifact into the training run, where registry model versions point."""
     import mlflow
 
-    from components.training.train_segment import model_dir, training_run
+    from components.training.train_segment import training_run
 
-    run = training_run(model_dir(params))
+    run = training_run(params)
     if not run or not path.is_file():
         return
     mlflow.set_tracking_uri(run["tracking_uri"])

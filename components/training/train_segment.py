@@ -1,9 +1,12 @@
 """Train Visual ChangeNet-Segmentation with Lightning, tracked as one MLflow run.
 
-Outputs (``<artifacts>/models/segment``): ``best.ckpt`` (highest val change-IoU),
-``last.ckpt`` and ``run.json`` (the MLflow run that the evaluate stage adds its final
-metrics and pictures to). They are written to a staging folder and moved into place
-only when training finishes, so a crash never leaves a half-trained "best" behind.
+Outputs (``<artifacts>/models/segment``): ``best.ckpt`` (highest val change-IoU) and
+``last.ckpt``. They are written to a staging folder and moved into place only when
+training finishes, so a crash never leaves a half-trained "best" behind. The folder is a
+DVC output and holds only what the inputs determine: no run ids, no absolute paths, so
+the same data and params hash the same on every machine. The MLflow run that trained the
+model (the one evaluate, export and register attach to) is recorded beside, in
+``<artifacts>/runs/segment_model.json``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,74 @@ def model_dir(params: Params) -> Path:
     return params.paths.artifacts_dir / "models" / "segment"
 
 
-def training_run(checkpoint_dir: Path) -> dict[str, Any]:
-    """The MLflow run record (``run.json``) written beside a trained checkpoint; ``{}`` if absent.
+def training_run_path(params: Params) -> Path:
+    """``<artifacts>/runs/segment_model.json``: the MLflow run of the model in :func:`model_dir`."""
+    return params.paths.artifacts_dir / "runs" / "segment_model.json"
+
+
+def training_run(params: Params) -> dict[str, Any]:
+    """The MLflow run record of the current trained model; ``{}`` if absent.
 
     The one reader of that file: evaluate, export and register attach their results to this run.
     """
-    path = checkpoint_dir / "run.json"
+    path = training_run_path(params)
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class EpochReport(Callback):
+    """One line per epoch on the console (and so in Prefect's logs): the numbers a person waits for."""
+
+    KEYS = ("train/loss_epoch", "val/loss", "val/iou", "val/f1", "val/precision", "val/recall")
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        logged = trainer.callback_metrics
+        shown = "  ".join(f"{key} {float(logged[key]):.4f}" for key in self.KEYS if key in logged)
+        line = (
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
+            f"({time.perf_counter() - self._started:.0f} s)"
+        )
+        bar = trainer.progress_bar_callback
+        (bar.print if bar is not None else print)(line)  # type: ignore[attr-defined]
+
+
+class PortableModelCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose saved state names files, not absolute paths.
+
+    Lightning stores the checkpoint folder's absolute path (and the best/last file paths)
+    in every checkpoint; two clones training the same model would write different bytes
+    and DVC would see a new model each time. Here the state holds file names, and a resumed
+    run re-roots them in its own folder, so resuming keeps the best score as before.
+    """
+
+    _PATH_FIELDS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["dirpath"] = ""
+        for field in self._PATH_FIELDS:
+            state[field] = Path(state[field]).name if state.get(field) else state.get(field, "")
+        state["best_k_models"] = {Path(path).name: score for path, score in state.get("best_k_models", {}).items()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath") == "" and self.dirpath:
+            root = Path(self.dirpath)
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+            for field in self._PATH_FIELDS:
+                if state_dict.get(field):
+                    state_dict[field] = str(root / state_dict[field])
+            state_dict["best_k_models"] = {
+                str(root / name): v for name, v in state_dict.get("best_k_models", {}).items()
+            }
+        super().load_state_dict(state_dict)
 
 
 class ThroughputMeter(Callback):
@@ -66,9 +130,10 @@ class ThroughputMeter(Callback):
 def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter) -> L.Trainer:
     t = params.segment.train
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max", save_last=True),
+        PortableModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max", save_last=True),
         LearningRateMonitor(logging_interval="epoch"),
         meter,
+        EpochReport(),
     ]
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience))
@@ -144,30 +209,28 @@ def train_segment(params: Params) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback
     assert isinstance(checkpoint, ModelCheckpoint)
     best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
-    metrics = {
-        "train/best_val_iou": best_score,
-        "train/epochs": float(trainer.current_epoch),
-        "train/seconds": seconds,
-        "train/pairs_per_second": meter.pairs_per_second,
-    }
+    # What DVC compares (a git-tracked metrics file): only what the inputs reproduce.
+    reproducible = {"train/best_val_iou": best_score, "train/epochs": float(trainer.current_epoch)}
+    # Timings too, for MLflow and the run record.
+    metrics = {**reproducible, "train/seconds": seconds, "train/pairs_per_second": meter.pairs_per_second}
     if not trainer.is_global_zero:
         return metrics
-    run = {
-        "run_id": logger.run_id,
-        "experiment_id": logger.experiment_id,
-        "tracking_uri": tracking_uri(params),
-        "best_checkpoint": "best.ckpt",
-        "best_val_iou": best_score,
-        "git_commit": git_commit(),
-    }
-    (staging / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     if not (staging / "best.ckpt").exists():  # no val epoch finished (e.g. resumed at max_epochs)
         shutil.copy2(staging / "last.ckpt", staging / "best.ckpt")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
+    run = {
+        "run_id": logger.run_id,
+        "experiment_id": logger.experiment_id,
+        "tracking_uri": tracking_uri(params),
+        "best_checkpoint": str(out_dir / "best.ckpt"),
+        "best_val_iou": best_score,
+        "git_commit": git_commit(),
+    }
+    write_json(training_run_path(params), run)
     _log_model(logger, tracking_uri(params), out_dir, metrics)
-    write_json(params.metrics_dir / "segment_train.json", metrics)
+    write_json(params.metrics_dir / "segment_train.json", reproducible)
     return metrics
 
 
@@ -180,7 +243,6 @@ def _log_model(logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str,
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     client.log_artifact(run_id, str(out_dir / "best.ckpt"), artifact_path="checkpoints")
-    client.log_artifact(run_id, str(out_dir / "run.json"))
     from components.training.segment_module import load_module
 
     best = load_module(out_dir / "best.ckpt").model

@@ -4,7 +4,8 @@ Flow: our code turns every dataset file into a table (:mod:`.tables`), an epheme
 Great Expectations context validates each table against its suite (:mod:`.suites`),
 and the results become
 
-- Data Docs (HTML) under ``<artifacts>/validation/data_docs``, for browsing;
+- Data Docs (HTML) under ``<artifacts>/reports/validation/data_docs``, for browsing (not a
+  DVC output: GX stamps them with run times);
 - ``<artifacts>/validation/summary.json``, for machines (no timestamps, so DVC only
   sees a change when the findings change);
 - a :class:`ValidationReport` whose ``failures`` name the dataset file, the
@@ -157,13 +158,16 @@ def validate_datasets(params: Params) -> ValidationReport:
     """Validate every prepared dataset file; write Data Docs and ``summary.json``; never raise on bad data."""
     layout = DatasetLayout(params.datasets_dir)
     out_dir = params.paths.artifacts_dir / "validation"
-    with _quiet_gx(), atomic_dir(out_dir / "data_docs") as docs_staging:
+    # Data Docs carry run times and ids: they sit among the reports, outside the DVC output,
+    # whose summary.json changes only when the findings do.
+    docs_dir = params.reports_dir / "validation" / "data_docs"
+    with _quiet_gx(), atomic_dir(docs_dir) as docs_staging:
         checks = plan_checks(params, layout, ImageProber())
         context = _gx_context(docs_staging)
         outcomes = tuple(_run_check(context, check) for check in checks)
         context.build_data_docs(site_names=[DOCS_SITE])
     failures = [line for outcome in outcomes for line in failure_lines(outcome)]
-    report = ValidationReport(outcomes, failures, out_dir / "summary.json", out_dir / "data_docs" / "index.html")
+    report = ValidationReport(outcomes, failures, out_dir / "summary.json", docs_dir / "index.html")
     write_json(report.summary_path, summary_payload(report, layout))
     return report
 
@@ -413,8 +417,6 @@ def summary_payload(report: ValidationReport, layout: DatasetLayout) -> dict[str
         suites[outcome.suite] = suites.get(outcome.suite, True) and outcome.success
     return {
         "success": report.success,
-        "datasets_dir": str(layout.root),
-        "data_docs_index": str(report.data_docs_index),
         "suites": {name: {"success": ok} for name, ok in suites.items()},
         "validations": [o.to_json() for o in report.outcomes],
         "failures": report.failures,

@@ -105,3 +105,36 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
     assert second["prepare"]["segment/val"] > 0  # metrics are read back from the stage's files
     assert elapsed < 60
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def _exp_rows(clone: Path) -> dict[str, dict[str, object]]:
+    """``dvc exp show`` as rows keyed by experiment name (``workspace`` and the branch name too)."""
+    import dvc.api
+
+    rows = dvc.api.exp_show(repo=str(clone), force=True)
+    return {str(row.get("Experiment") or row.get("rev")): row for row in rows}
+
+
+def test_two_experiments_are_compared_through_dvc(clone: Path) -> None:
+    """Metrics are in git (as in DVC's example project), so every commit and experiment carries them."""
+    import json
+
+    tiny = ["-S", "segment.model.pretrained=none", "-S", "segment.model.embed_dim=16", "-S", "segment.train.batch_size=4"]
+    for name, epochs in (("one-epoch", 1), ("two-epochs", 2)):
+        _run(["dvc", "exp", "run", "-n", name, *tiny, "-S", f"segment.train.epochs={epochs}", "evaluate"], clone)
+
+    rows = _exp_rows(clone)
+    assert {"one-epoch", "two-epochs"} <= set(rows)
+    for name in ("one-epoch", "two-epochs"):
+        assert isinstance(rows[name]["val/iou"], float), f"{name}: dvc exp show has no val/iou: {rows[name]}"
+        assert rows[name]["train/epochs"] is not None
+    assert rows["one-epoch"]["segment.train.epochs"] == 1 and rows["two-epochs"]["segment.train.epochs"] == 2
+    committed = next(row for key, row in rows.items() if row.get("typ") == "baseline")
+    assert isinstance(committed["val/iou"], float), "the committed metrics are missing from dvc exp show"
+
+    diff = json.loads(_run(["dvc", "exp", "diff", "one-epoch", "two-epochs", "--json"], clone))
+    iou = diff["metrics"]["artifacts/metrics/segment.json"]["val/iou"]
+    assert iou["old"] is not None and iou["new"] is not None
+
+    against_head = json.loads(_run(["dvc", "metrics", "diff", "HEAD", "--json"], clone))
+    assert against_head["artifacts/metrics/segment.json"]["val/iou"]["old"] is not None

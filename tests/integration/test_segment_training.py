@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from components.config import Params
 from components.evaluation.evaluate_segment import evaluate_segment
 from components.training.segment_module import CheckpointError, load_module
-from components.training.train_segment import model_dir, train_segment
+from components.training.train_segment import model_dir, train_segment, training_run
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def trained(prepared_project: Path) -> tuple[Params, dict[str, float]]:
 
 
 def _run(params: Params) -> mlflow.entities.Run:
-    run_id = json.loads((model_dir(params) / "run.json").read_text())["run_id"]
+    run_id = training_run(params)["run_id"]
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
     return mlflow.get_run(run_id)
 
@@ -54,6 +55,24 @@ def test_training_lowers_the_loss_and_logs_to_mlflow(trained: tuple[Params, dict
         output_format="list",
     )
     assert [m.name for m in logged] == ["model"]
+
+
+def test_same_inputs_write_byte_identical_model_files(trained: tuple[Params, dict[str, float]], tmp_path: Path) -> None:
+    """DVC hashes the model folder: it must hold nothing run-specific (run ids, absolute paths)."""
+    params, _ = trained
+    other = params.model_copy(update={"paths": params.paths.model_copy(update={"artifacts_dir": tmp_path / "a"})})
+    shutil.copytree(params.datasets_dir, other.datasets_dir)
+    train_segment(other)
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    assert set(digests(model_dir(params))) == {"best.ckpt", "last.ckpt"}
+    assert digests(model_dir(other)) == digests(model_dir(params))
+    assert (other.metrics_dir / "segment_train.json").read_bytes() == (
+        params.metrics_dir / "segment_train.json"
+    ).read_bytes()
+    assert training_run(other)["run_id"] != training_run(params)["run_id"]
 
 
 def test_evaluate_writes_metrics_and_pictures_into_the_training_run(trained: tuple[Params, dict[str, float]]) -> None:

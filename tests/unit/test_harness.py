@@ -197,7 +197,7 @@ def test_run_benchmark_writes_json_and_logs_mlflow(tmp_path: Path) -> None:
     assert all(r["pairs_per_second"] > 0 and r["platform"] == "cpu" for r in records)
 
     path = results_path(params, "cpu", "onnxruntime", "fp32")
-    assert path == tmp_path / "artifacts" / "benchmarks" / "cpu-onnxruntime-fp32.json"
+    assert path == tmp_path / "artifacts" / "reports" / "benchmarks" / "cpu-onnxruntime-fp32.json"
     saved = json.loads(path.read_text())
     assert saved["model_version"] == "3" and len(saved["results"]) == 2
 
@@ -234,5 +234,5 @@ def test_a_tensorrt_platform_without_tensorrt_records_nothing(tmp_path: Path, mo
     onnx_path = write_tiny_change_onnx(tmp_path / "model.onnx")
     with pytest.raises(RuntimeUnavailable, match=r"(?s)TensorRT is not available.*trtexec not found \(looked in"):
         benchmark_platform(params, "t4", str(onnx_path))
-    assert not list((tmp_path / "artifacts" / "benchmarks").glob("*.json"))
+    assert not list((tmp_path / "artifacts" / "reports" / "benchmarks").glob("*.json"))
     assert not (tmp_path / "mlflow.db").exists()

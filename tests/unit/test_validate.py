@@ -140,7 +140,7 @@ def test_good_data_passes_writes_docs_and_summary_and_leaves_datasets_alone(
     assert report.success, format_failures(report)
     assert report.failures == []
     assert _tree_digest(layout.root) == before
-    assert report.data_docs_index == params.paths.artifacts_dir / "validation" / "data_docs" / "index.html"
+    assert report.data_docs_index == params.reports_dir / "validation" / "data_docs" / "index.html"
     assert report.data_docs_index.is_file()
     assert "<html" in report.data_docs_index.read_text().lower()
     assert list((report.data_docs_index.parent / "validations").rglob("*.html"))
@@ -172,7 +172,7 @@ def test_relative_paths_as_in_params_yaml(params: Params, monkeypatch: pytest.Mo
     )
     report = validate_datasets(relative)
     assert report.success, format_failures(report)
-    assert Path("artifacts/validation/data_docs/index.html").is_file()
+    assert Path("artifacts/reports/validation/data_docs/index.html").is_file()
 
 
 def test_optional_test_split_is_validated_when_present(params: Params, layout: DatasetLayout) -> None:

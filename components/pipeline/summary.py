@@ -1,0 +1,139 @@
+"""The closing summary of a pipeline run: what ran, what DVC found cached, what it gave.
+
+One row per stage (cached or ran, seconds, its key numbers, the MLflow run behind its
+outputs) and the registry's decision, rendered twice from the same rows: as plain text
+for the terminal and the worker's log, and as Markdown for the Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from components.config import Params
+from components.pipeline.stages import Stage
+
+RAN, CACHED, FAILED, NOT_RUN = "ran", "cached", "failed", "not run"
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    stage: str
+    status: str
+    seconds: float | None
+    key_metrics: str
+    run_url: str
+    """Link to the MLflow run that produced the stage's current outputs ('' if none is known)."""
+    run_is_earlier: bool = False
+    """True when the stage was cached: the run linked is the earlier one that made its outputs."""
+
+
+def key_metric_text(stage: Stage, metrics: Mapping[str, float]) -> str:
+    """``name value`` for each of the stage's key metrics present in ``metrics``."""
+    shown = []
+    for pattern in stage.key_metrics:
+        for key in sorted(k for k in metrics if fnmatch.fnmatchcase(k, pattern)):
+            shown.append(f"{key} {_number(metrics[key])}")
+    return ", ".join(shown)
+
+
+def _number(value: float) -> str:
+    if value != value:  # nan
+        return "nan"
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def build_rows(
+    stages: Sequence[Stage],
+    results: Mapping[str, Mapping[str, float]],
+    params: Params,
+    failed_stage: str | None = None,
+) -> list[SummaryRow]:
+    """Rows for every planned stage, from the flow's results and each stage's run record."""
+    from components.pipeline.runner import read_run_record
+    from components.tracking import run_url
+
+    rows = []
+    for stage in stages:
+        metrics = dict(results.get(stage.name, {}))
+        record = read_run_record(params, stage.name)
+        if stage.name in results:
+            cached = metrics.get(f"{stage.name}/cached", 0.0) == 1.0
+            status = CACHED if cached else RAN
+        else:
+            cached = False
+            status = FAILED if stage.name == failed_stage else NOT_RUN
+        # A cached stage's numbers come from its metrics files; the record fills in the rest
+        # (e.g. the registry version, which no metrics file holds).
+        for key, value in record.get("metrics", {}).items():
+            metrics.setdefault(key, value)
+        url = run_url(record["tracking_uri"], record["experiment_id"], record["run_id"]) if record else ""
+        rows.append(
+            SummaryRow(
+                stage=stage.name,
+                status=status,
+                seconds=metrics.get(f"{stage.name}/wall_seconds"),
+                key_metrics=key_metric_text(stage, metrics) if status in (RAN, CACHED) else "",
+                run_url=url if status in (RAN, CACHED) else "",
+                run_is_earlier=cached,
+            )
+        )
+    return rows
+
+
+def registry_decision(params: Params) -> str:
+    """One sentence on the registry gate's last decision ('' when register has not run here)."""
+    from components.registry import decision_path
+
+    path = decision_path(params)
+    if not path.is_file():
+        return ""
+    record: dict[str, Any] = json.loads(path.read_text())
+    verdict = "promoted to champion" if record["decision"]["promote"] else "not promoted"
+    return f"{record['model']} v{record['version']}: {verdict} ({record['decision']['reason']})"
+
+
+def render_text(rows: Sequence[SummaryRow], decision: str, parent_url: str) -> str:
+    """The summary as a plain-text table (rich), for the terminal and Prefect's logs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="inspectops pipeline", title_justify="left")
+    for column in ("stage", "status", "seconds", "key metrics", "MLflow run"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
+        link = row.run_url + (" (earlier run)" if row.run_is_earlier and row.run_url else "")
+        table.add_row(row.stage, row.status, seconds, row.key_metrics, link)
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, no_color=True, force_terminal=False)
+    console.print(table)
+    if decision:
+        console.print(f"Registry: {decision}")
+    console.print(f"MLflow pipeline run: {parent_url}")
+    return buffer.getvalue()
+
+
+def render_markdown(rows: Sequence[SummaryRow], decision: str, parent_url: str, status: str) -> str:
+    """The summary as Markdown, for the Prefect artifact."""
+    lines = [
+        f"# inspectops pipeline: {status}",
+        "",
+        f"MLflow pipeline run: [{parent_url}]({parent_url})",
+        "",
+        "| stage | status | seconds | key metrics | MLflow run |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
+        link = f"[{'earlier run' if row.run_is_earlier else 'run'}]({row.run_url})" if row.run_url else ""
+        lines.append(f"| {row.stage} | {row.status} | {seconds} | {row.key_metrics} | {link} |")
+    if decision:
+        lines += ["", f"**Registry:** {decision}"]
+    return "\n".join(lines) + "\n"
