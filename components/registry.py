@@ -63,11 +63,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def worst_quant_drop(quantize_metrics: dict[str, Any]) -> float | None:
-    """The largest val change-IoU drop over the quantized variants; ``inf`` if one could not be judged
-    within tolerance (e.g. an FP8 model that only TensorRT can run), so it never promotes silently."""
-    if any(k.endswith("/within_tolerance") and v == 0 for k, v in quantize_metrics.items()):
-        return float("inf")
+    """The largest val change-IoU drop over the quantized variants; ``inf`` if a variant outside
+    tolerance has no measured drop (e.g. an FP8 model that only TensorRT can run), so it never
+    promotes silently."""
     drops = [float(v) for k, v in quantize_metrics.items() if k.endswith("/iou_drop") and v is not None]
+    for key, value in quantize_metrics.items():
+        variant = key.removesuffix("/within_tolerance")
+        if key != variant and value == 0 and quantize_metrics.get(f"{variant}/iou_drop") is None:
+            return float("inf")
     return max(drops) if drops else None
 
 

@@ -74,6 +74,18 @@ def default_model_uri(params: Params) -> str:
     return f"models:/{params.tracking.registered_model}@{CHAMPION}"
 
 
+def platform_batch_sizes(params: Params, platform: Platform | None) -> tuple[int, ...]:
+    """``benchmark.batch_sizes`` plus the platform's reference batch (TAO's number), sorted.
+
+    The comparison with TAO needs its batch size measured; the other platforms (the CPU
+    here) need not pay for a large batch nobody compares against.
+    """
+    sizes = set(params.benchmark.batch_sizes)
+    if platform is not None and platform.reference is not None:
+        sizes.add(platform.reference.batch_size)
+    return tuple(sorted(sizes))
+
+
 def benchmarks_dir(params: Params) -> Path:
     """Timings differ on every run, so they live among the reports, outside DVC's outputs."""
     return params.reports_dir / "benchmarks"
@@ -231,10 +243,10 @@ def run_benchmark(
     if not model_path.is_file():
         raise BenchmarkSetupError(f"{model_path}: model file not found")
     platform = platform or params.benchmark.platform
-    sizes = tuple(batch_sizes or params.benchmark.batch_sizes)
+    known = _known_platform(platform, None)
+    sizes = tuple(batch_sizes or platform_batch_sizes(params, known))
     if not sizes or min(sizes) < 1:
         raise BenchmarkSetupError(f"batch sizes must be >= 1, got {list(sizes)}")
-    known = _known_platform(platform, None)
     precision = precision or default_precision(runtime, model_path, known)
 
     timed = model_path
@@ -276,7 +288,7 @@ def _benchmark_tensorrt_platform(
     from components.benchmarking import trtexec as tx
 
     bench = params.benchmark
-    sizes = tuple(bench.batch_sizes)
+    sizes = platform_batch_sizes(params, platform)
     if onnx.suffix != ".onnx":
         raise BenchmarkSetupError(f"{onnx}: a TensorRT platform builds its own engine and needs the ONNX")
     try:
@@ -338,7 +350,7 @@ def benchmark_platform(
     else:
         precision = default_precision(platform.runtime, model.path, platform)
         records, tool, logs = (
-            _time_model(params, platform.runtime, model.path, params.benchmark.batch_sizes),
+            _time_model(params, platform.runtime, model.path, platform_batch_sizes(params, platform)),
             "harness",
             [],
         )

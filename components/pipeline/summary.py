@@ -99,24 +99,35 @@ def registry_decision(params: Params) -> str:
     return f"{record['model']} v{record['version']}: {verdict} ({record['decision']['reason']})"
 
 
-def render_text(rows: Sequence[SummaryRow], decision: str, parent_url: str) -> str:
-    """The summary as a plain-text table (rich), for the terminal and Prefect's logs."""
+def render_text(rows: Sequence[SummaryRow], decision: str, parent_url: str, tracking: str = "") -> str:
+    """The summary as a plain-text table (rich, 120 columns), for the terminal and Prefect's logs.
+
+    Runs appear by short id; the parent run's link leads to all of them (its children).
+    """
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="inspectops pipeline", title_justify="left")
     for column in ("stage", "status", "seconds", "key metrics", "MLflow run"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "key metrics")
     for row in rows:
         seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
-        link = row.run_url + (" (earlier run)" if row.run_is_earlier and row.run_url else "")
-        table.add_row(row.stage, row.status, seconds, row.key_metrics, link)
+        run_id = row.run_url.rsplit("/", 1)[-1][:8] if row.run_url else ""
+        table.add_row(
+            row.stage,
+            row.status,
+            seconds,
+            row.key_metrics,
+            run_id + (" (earlier)" if row.run_is_earlier and run_id else ""),
+        )
     buffer = io.StringIO()
-    console = Console(file=buffer, width=200, no_color=True, force_terminal=False)
+    console = Console(file=buffer, width=120, no_color=True, force_terminal=False)
     console.print(table)
     if decision:
-        console.print(f"Registry: {decision}")
-    console.print(f"MLflow pipeline run: {parent_url}")
+        console.print(f"Registry: {decision}", soft_wrap=True)
+    console.print(f"MLflow pipeline run (stage runs are its children): {parent_url}", soft_wrap=True)
+    if tracking.startswith("sqlite:"):
+        console.print(f"  open the UI first: mlflow ui --backend-store-uri {tracking}", soft_wrap=True)
     return buffer.getvalue()
 
 

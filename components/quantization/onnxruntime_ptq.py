@@ -31,6 +31,8 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,27 @@ def _calibration_method(name: str) -> Any:
     return methods[name]
 
 
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence two kinds of noise ``quantize_static`` prints on a healthy run: onnxruntime's
+    'Removing initializer' warnings from its calibration session, and one root-logger warning
+    per rank-1 weight saying per-channel scales do not apply to it (they are per-tensor then)."""
+    import onnxruntime as ort
+
+    def keep(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Axis ") and "is out-of-range for weight" in message)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+        root.removeFilter(keep)
+
+
 def quantize_onnx(
     fp32_path: Path | str,
     out_path: Path | str,
@@ -169,23 +192,24 @@ def quantize_onnx(
             onnx.save(model, str(prepared))
             nodes_to_exclude = list(exclude_nodes) + float_nodes(model, variant.float_scopes, fp32_path)
             staged = work / "int8.onnx"
-            quantize_static(
-                str(prepared),
-                str(staged),
-                calibration.onnx_reader(batch_size=1),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=variant.reduce_range,
-                activation_type=QuantType.QUInt8 if variant.unsigned_activations else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=nodes_to_exclude or None,
-                calibrate_method=_calibration_method(calibration_method),
-                extra_options={
-                    "ActivationSymmetric": not variant.unsigned_activations,
-                    "WeightSymmetric": True,
-                    **variant.extra_options,
-                },
-            )
+            with _quiet_quantizer():
+                quantize_static(
+                    str(prepared),
+                    str(staged),
+                    calibration.onnx_reader(batch_size=1),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    reduce_range=variant.reduce_range,
+                    activation_type=QuantType.QUInt8 if variant.unsigned_activations else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=nodes_to_exclude or None,
+                    calibrate_method=_calibration_method(calibration_method),
+                    extra_options={
+                        "ActivationSymmetric": not variant.unsigned_activations,
+                        "WeightSymmetric": True,
+                        **variant.extra_options,
+                    },
+                )
             assert_self_contained(staged)
         except OnnxQuantizationError:
             raise

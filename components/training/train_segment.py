@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 
 from components.config import Params
@@ -134,6 +134,9 @@ def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: Thro
         LearningRateMonitor(logging_interval="epoch"),
         meter,
         EpochReport(),
+        # tqdm, not Lightning's default rich bar: rich draws nothing until the end when its
+        # output is a pipe (a pipeline stage under DVC), tqdm's redraws stream through.
+        TQDMProgressBar(),
     ]
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience))
@@ -157,8 +160,20 @@ def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: Thro
     )
 
 
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertisement for its cloud logger and a deprecation inside Lightning itself:
+    neither is actionable for a user, and a healthy run should print only what matters."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(lambda record: "Tip: For seamless cloud" not in record.getMessage())
+
+
 def train_segment(params: Params) -> dict[str, float]:
     """Fit the model on ``datasets/segment`` train, choose the checkpoint on val change-IoU."""
+    _quiet_lightning()
     L.seed_everything(params.seed, workers=True)
     t = params.segment.train
     datamodule = SegmentDataModule(

@@ -119,7 +119,14 @@ def test_two_experiments_are_compared_through_dvc(clone: Path) -> None:
     """Metrics are in git (as in DVC's example project), so every commit and experiment carries them."""
     import json
 
-    tiny = ["-S", "segment.model.pretrained=none", "-S", "segment.model.embed_dim=16", "-S", "segment.train.batch_size=4"]
+    tiny = [
+        "-S",
+        "segment.model.pretrained=none",
+        "-S",
+        "segment.model.embed_dim=16",
+        "-S",
+        "segment.train.batch_size=4",
+    ]
     for name, epochs in (("one-epoch", 1), ("two-epochs", 2)):
         _run(["dvc", "exp", "run", "-n", name, *tiny, "-S", f"segment.train.epochs={epochs}", "evaluate"], clone)
 

@@ -44,8 +44,10 @@ def test_data_stages_run_as_child_runs_of_one_pipeline_run(prefect_server: None,
 
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
-    keys = {a.key for a in artifact}
-    assert "inspectops-pipeline-summary" in keys
+    latest = {a.key: a for a in artifact}
+    table = str(latest["inspectops-pipeline-summary"].data)
+    assert "| prepare | ran |" in table and "segment/val" in table
+    assert f"/runs/{children['prepare'].info.run_id})" in table  # each row links its MLflow run
 
 
 def test_a_failing_stage_is_named_and_the_parent_run_marked_failed(prefect_server: None, tmp_path: Path) -> None:

@@ -259,3 +259,24 @@ def test_resolve_registered_versions_and_aliases(tmp_path: Path) -> None:
         resolve_model(params, "models:/seg-test@nope", "onnxruntime", tmp_path / "dl5")
     with pytest.raises(ModelRefError, match="model not found"):
         resolve_model(params, str(tmp_path / "missing.onnx"), "onnxruntime", tmp_path / "dl6")
+
+
+def test_a_row_names_the_precision_measured_not_the_platforms_default() -> None:
+    """The CPU platform defaults to fp32, but the pipeline's fastest CPU model is the INT8 one."""
+    (cpu,) = load_platforms().select(["cpu"])
+    outcome = PlatformOutcome(
+        "cpu", "ok", results=[{"batch_size": 8, "pairs_per_second": 8.0, "precision": "int8-cpu"}]
+    )
+    (row,) = build_rows([cpu], {"cpu": outcome})
+    assert row.precision == "int8-cpu"
+    assert "| int8-cpu | 8 |" in rows_to_markdown([row])
+
+
+def test_every_platform_measures_its_reference_batch() -> None:
+    from components.benchmarking.bench import platform_batch_sizes
+
+    params = parse_params({"benchmark": {"batch_sizes": [1, 8]}})
+    registry = load_platforms()
+    assert platform_batch_sizes(params, registry.get("cpu")) == (1, 8)  # TAO publishes no CPU number
+    assert platform_batch_sizes(params, registry.get("a100")) == (1, 8, 32)
+    assert platform_batch_sizes(params, None) == (1, 8)
