@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.config import parse_params
@@ -59,3 +60,36 @@ def test_stage_outputs_live_outside_the_dvc_tracked_raw_folder() -> None:
         for out in stage.outs:
             path = resolve(out, params)
             assert not Path(path).is_relative_to(tracked), f"{stage.name} writes inside {tracked}"
+
+
+TIMING = ("seconds", "per_second", "_ms", "run_id", "version")
+
+
+def test_dvc_outputs_hold_no_run_ids_or_timings() -> None:
+    """DVC hashes outs and metrics into dvc.lock, and git keeps the metrics: whatever differs from one
+    run to the next (timings, run ids, registry versions) must live in MLflow and the reports instead."""
+    params = parse_params({})
+    for stage in STAGES:
+        for out in (*stage.outs, *stage.metrics):
+            path = resolve(out, params)
+            assert "/reports" not in path and "/runs" not in path, f"{stage.name}: {path} is for people, not DVC"
+    committed = sorted((REPO_ROOT / "artifacts" / "metrics").glob("*.json"))
+    declared = {Path(resolve(m, params)).name for stage in STAGES for m in stage.metrics}
+    assert {path.name for path in committed} == declared, "commit artifacts/metrics from a fresh pipeline run"
+    for path in committed:
+        keys = yaml.safe_load(path.read_text())
+        assert not [k for k in keys if k.endswith(TIMING)], f"{path.name} holds run-dependent numbers"
+
+
+def test_git_keeps_the_metrics_and_ignores_the_rest_of_artifacts() -> None:
+    import subprocess
+
+    def ignored(path: str) -> bool:
+        done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT, check=False)
+        return done.returncode == 0
+
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert not ignored("artifacts/metrics/segment.json")
+    for path in ("artifacts/models/segment/best.ckpt", "artifacts/runs/train.json", "artifacts/reports/x.md"):
+        assert ignored(path), path
