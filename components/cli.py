@@ -244,7 +244,7 @@ def benchmark(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
 ) -> None:
-    """Benchmark one model here: JSON under artifacts/benchmarks and MLflow metrics."""
+    """Benchmark one model here: JSON under artifacts/reports/benchmarks and MLflow metrics."""
     if ctx.invoked_subcommand is not None:
         return
     if model is None:

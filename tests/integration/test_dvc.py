@@ -136,12 +136,13 @@ def test_two_experiments_are_compared_through_dvc(clone: Path) -> None:
         assert isinstance(rows[name]["val/iou"], float), f"{name}: dvc exp show has no val/iou: {rows[name]}"
         assert rows[name]["train/epochs"] is not None
     assert rows["one-epoch"]["segment.train.epochs"] == 1 and rows["two-epochs"]["segment.train.epochs"] == 2
-    committed = next(row for key, row in rows.items() if row.get("typ") == "baseline")
-    assert isinstance(committed["val/iou"], float), "the committed metrics are missing from dvc exp show"
+    assert isinstance(rows["main"]["val/iou"], float), "the committed metrics are missing from dvc exp show"
 
-    diff = json.loads(_run(["dvc", "exp", "diff", "one-epoch", "two-epochs", "--json"], clone))
+    diff = json.loads(_run(["dvc", "exp", "diff", "one-epoch", "two-epochs", "--all", "--json"], clone))
+    epochs = diff["metrics"]["artifacts/metrics/segment_train.json"]["train/epochs"]
+    assert (epochs["old"], epochs["new"]) == (1.0, 2.0)
     iou = diff["metrics"]["artifacts/metrics/segment.json"]["val/iou"]
-    assert iou["old"] is not None and iou["new"] is not None
+    assert isinstance(iou["old"], float) and isinstance(iou["new"], float)
 
     against_head = json.loads(_run(["dvc", "metrics", "diff", "HEAD", "--json"], clone))
     assert against_head["artifacts/metrics/segment.json"]["val/iou"]["old"] is not None
