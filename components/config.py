@@ -198,8 +198,8 @@ class BenchmarkParams(_Section):
     platforms: tuple[str, ...] = ("cpu",)
     batch_sizes: tuple[int, ...] = (1, 8)
     """Measured on every platform; a platform's TAO reference batch size is always added."""
-    warmup_seconds: float = Field(1.0, ge=0.0)
-    duration_seconds: float = Field(5.0, gt=0.0)
+    warmup_seconds: float = Field(0.5, ge=0.0)
+    duration_seconds: float = Field(2.0, gt=0.0)
     min_iterations: int = Field(5, ge=1)
     threads: int | None = Field(None, ge=1)
 

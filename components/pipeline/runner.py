@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def _lines(stream: IO[bytes], echo: IO[bytes] | None) -> Iterator[str]:
     yielded keep only the bar's last state, so a log holds one line per bar, not thousands.
     """
     pending = b""
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # cursor moves and colours: for terminals only
     while chunk := os.read(stream.fileno(), 65536):
         if echo is not None:
             echo.write(chunk)
@@ -152,10 +154,10 @@ def _lines(stream: IO[bytes], echo: IO[bytes] | None) -> Iterator[str]:
         pending += chunk
         *done, pending = pending.split(b"\n")
         for raw in done:
-            line = raw.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+            line = ansi.sub("", raw.decode(errors="replace")).rstrip("\r").rsplit("\r", 1)[-1].rstrip()
             if line:
                 yield line
-    tail = pending.decode(errors="replace").rsplit("\r", 1)[-1].rstrip()
+    tail = ansi.sub("", pending.decode(errors="replace")).rsplit("\r", 1)[-1].rstrip()
     if tail:
         yield tail
 
