@@ -106,6 +106,16 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
     assert elapsed < 60
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "mlflow.db").exists()
 
+    # What the stages printed reached the task runs' logs in Prefect's UI, line by line.
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        messages = [log.message for log in client.read_logs(limit=200)]
+    assert any("Running stage 'prepare'" in message for message in messages)
+    assert any(message.startswith("segment/val:") for message in messages)
+
 
 def _exp_rows(clone: Path) -> dict[str, dict[str, object]]:
     """``dvc exp show`` as rows keyed by experiment name (``workspace`` and the branch name too)."""
