@@ -108,7 +108,9 @@ def quantize_stage(params: Params, backend: str | None = None, checkpoint: Path 
         metrics.update(_RUNNERS[name](params, module, calibration, val, fp32_iou))
     # The git-tracked metrics file holds what the inputs reproduce; timings go to MLflow only.
     reproducible = {k: v for k, v in metrics.items() if not k.endswith("/seconds")}
-    write_json(params.metrics_dir / "quantize.json", _merge_previous(params, reproducible, backends if backend else None))
+    write_json(
+        params.metrics_dir / "quantize.json", _merge_previous(params, reproducible, backends if backend else None)
+    )
     return metrics
 
 

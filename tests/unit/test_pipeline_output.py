@@ -31,7 +31,9 @@ class _Pipe(io.BytesIO):
 
 
 def test_progress_bar_redraws_collapse_to_one_line_but_reach_the_terminal_whole(tmp_path: Path) -> None:
-    data = b"Running stage 'train':\n 10%|#   |\r 50%|##  |\r\x1b[A100%|####|\nepoch 1/3  val/iou 0.5\nno newline at end"
+    data = (
+        b"Running stage 'train':\n 10%|#   |\r 50%|##  |\r\x1b[A100%|####|\nepoch 1/3  val/iou 0.5\nno newline at end"
+    )
     echo = io.BytesIO()
     lines = list(_lines(_Pipe(tmp_path, data), echo))
     assert lines == ["Running stage 'train':", "100%|####|", "epoch 1/3  val/iou 0.5", "no newline at end"]
