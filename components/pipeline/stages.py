@@ -147,6 +147,7 @@ STAGES: tuple[Stage, ...] = (
             f"{DEPLOY}/segment_fp32.onnx",
             DATASETS,
             "components/quantization",
+            "components/export",  # quantize_stage and the ONNX runtime wrapper live there
         ),
         params=("seed", "quantize"),
         # The default backend's models; other backends write beside them (untracked by DVC).
