@@ -125,11 +125,38 @@ def register_segment_model(params: Params) -> dict[str, float]:
         "champion_before": asdict(champion) if champion else None,
     }
     write_json(decision_path(params), record)
+    write_json(candidate_path(params), candidate_record(params, challenger))
     # Not a DVC metrics file: the version number depends on the registry's history, not on
     # the inputs. The runner logs these to MLflow and the stage's run record.
     return {
         "register/version": float(version.version),
         "register/promoted": float(decision.promote),
+    }
+
+
+def candidate_path(params: Params) -> Path:
+    """``<artifacts>/registry/candidate.json``: the register stage's DVC output.
+
+    Why an output at all: DVC skips a stage whose deps and outs match ``dvc.lock``. With no
+    output, a fresh clone (whose registry has never seen the model) would skip registering,
+    since the committed lock already lists the same inputs. This file is missing there and
+    not in the DVC cache, so DVC runs the stage; where the model was registered (the file is
+    in the cache, local or pulled from the team remote) DVC skips it. Its content is the
+    model as submitted, deterministic: the version and the gate's verdict depend on the
+    registry's history and go to :func:`decision_path` and MLflow instead.
+    """
+    return params.paths.artifacts_dir / "registry" / "candidate.json"
+
+
+def candidate_record(params: Params, challenger: Candidate) -> dict[str, Any]:
+    from components.tracking import tree_hash
+    from components.training.train_segment import model_dir
+
+    return {
+        "registered_model": params.tracking.registered_model,
+        "checkpoint_sha256_16": tree_hash(model_dir(params) / "best.ckpt"),
+        "val_iou": None if math.isnan(challenger.val_iou) else challenger.val_iou,
+        "quant_iou_drop": challenger.quant_iou_drop if challenger.quant_iou_drop != float("inf") else "unjudged",
     }
 
 

@@ -18,7 +18,8 @@ from components.benchmarking.bench import benchmarks_dir, log_comparison, run_be
 from components.benchmarking.compare import OK, PlatformOutcome, build_rows, rows_to_markdown
 from components.benchmarking.platforms import load_platforms
 from components.config import Params
-from components.fsutil import atomic_file
+from components.fsutil import atomic_file, write_json
+from components.tracking import tree_hash
 
 NOT_HERE = "not run by this pipeline: use the benchmark-fanout flow on its work pool"
 
@@ -43,6 +44,16 @@ def registered_version(params: Params) -> str | None:
 
 def comparison_path(params: Params) -> Path:
     return benchmarks_dir(params) / "comparison.md"
+
+
+def measured_path(params: Params) -> Path:
+    """``<artifacts>/benchmarks/measured.json``: the benchmark stage's DVC output.
+
+    What was timed (platform, runtime, models by content hash, batch sizes), never the times:
+    deterministic, so the committed ``dvc.lock`` matches it, and missing on a fresh clone, so
+    DVC measures each new machine once (the times go to MLflow and the reports).
+    """
+    return params.paths.artifacts_dir / "benchmarks" / "measured.json"
 
 
 def benchmark_stage(params: Params) -> dict[str, float]:
@@ -79,4 +90,13 @@ def benchmark_stage(params: Params) -> dict[str, float]:
     note = f"Measured here: `{here.name}` ({here.runtime}, {best}). Model version {version or 'unregistered'}; MLflow run `{run_id}`."
     with atomic_file(comparison_path(params)) as handle:
         handle.write(rows_to_markdown(rows, note=note))
+    write_json(
+        measured_path(params),
+        {
+            "platform": here.name,
+            "runtime": here.runtime,
+            "models": {label: tree_hash(path) for label, path in models.items()},
+            "batch_sizes": sorted({int(r["batch_size"]) for rs in records_by_precision.values() for r in rs}),
+        },
+    )
     return metrics

@@ -167,8 +167,10 @@ STAGES: tuple[Stage, ...] = (
             "components/registry.py",
         ),
         params=("quantize.iou_tolerance", "tracking.registered_model"),
-        # No DVC outputs: the version number and the decision depend on the registry's state,
-        # not only on the inputs; they live in MLflow and in REPORTS/registry/decision.json.
+        # The version number and the decision depend on the registry's state, not only on the
+        # inputs: they live in MLflow and REPORTS/registry/decision.json. The output is the
+        # candidate as submitted: missing on a fresh clone, so DVC registers there once.
+        outs=("${paths.artifacts_dir}/registry/candidate.json",),
         retries=2,  # the registry is a server in a team stack: retry passing network errors
         key_metrics=("register/version", "register/promoted"),
     ),
@@ -184,7 +186,9 @@ STAGES: tuple[Stage, ...] = (
             "components/benchmarking",
         ),
         params=("benchmark",),
-        # No DVC outputs: timings differ on every run. The tables go to MLflow and REPORTS.
+        # Timings differ on every run: the tables go to MLflow and REPORTS. The output says what
+        # was measured (no times): missing on a fresh clone, so DVC measures each machine once.
+        outs=("${paths.artifacts_dir}/benchmarks/measured.json",),
         reports=(f"{REPORTS}/benchmarks/comparison.md",),
         key_metrics=("bench/*/b8/pairs_per_second",),
     ),

@@ -93,3 +93,10 @@ def test_git_keeps_the_metrics_and_ignores_the_rest_of_artifacts() -> None:
     assert not ignored("artifacts/metrics/segment.json")
     for path in ("artifacts/models/segment/best.ckpt", "artifacts/runs/train.json", "artifacts/reports/x.md"):
         assert ignored(path), path
+
+
+def test_every_stage_declares_an_output_so_a_fresh_clone_runs_it() -> None:
+    """DVC skips a stage whose inputs match dvc.lock and whose outputs exist or sit in the cache.
+    With deterministic outputs a fresh clone's inputs match the committed lock, so a stage with
+    no output (register, benchmark) would never run there; a missing output makes DVC run it."""
+    assert all(stage.outs for stage in STAGES), [stage.name for stage in STAGES if not stage.outs]
