@@ -97,7 +97,7 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
     monkeypatch.chdir(tmp_path)  # a worker may start the flow anywhere: paths mean the repository's
 
     params_path = str(clone / "params.yaml")
-    pipeline_flow(params_path=params_path, until="validate")
+    first = pipeline_flow(params_path=params_path, until="validate", return_state=True)
     started = time.perf_counter()
     second = pipeline_flow(params_path=params_path, until="validate")
     elapsed = time.perf_counter() - started
@@ -108,11 +108,13 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
 
     # What the stages printed reached the task runs' logs in Prefect's UI, line by line.
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()
+    only_first = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
-        messages = [log.message for log in client.read_logs(limit=200)]
+        messages = [log.message for log in client.read_logs(log_filter=only_first, limit=200)]
     assert any("Running stage 'prepare'" in message for message in messages)
     assert any(message.startswith("segment/val:") for message in messages)
 
