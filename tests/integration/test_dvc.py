@@ -115,8 +115,8 @@ def test_flow_reuses_dvc_cache_so_a_second_run_recomputes_nothing(
     only_first = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
         messages = [log.message for log in client.read_logs(log_filter=only_first, limit=200)]
-    assert any("Running stage 'prepare'" in message for message in messages)
-    assert any(message.startswith("segment/val:") for message in messages)
+    # Earlier tests of this module already reproduced these stages, so DVC may say either.
+    assert any(("Running stage 'prepare'" in m or "Stage 'prepare' didn't change" in m) for m in messages), messages
 
 
 def _exp_rows(clone: Path) -> dict[str, dict[str, object]]:
