@@ -17,6 +17,9 @@ from components.config import Params, load_params
 from components.fsutil import write_json
 from components.pipeline.stages import Stage, get_stage, resolve_path
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+"""Cursor moves and colours: meant for a terminal, noise in a log line."""
+
 LineSink = Callable[[str], None]
 """Receives each finished line a stage prints (progress-bar redraws collapsed to their last state)."""
 
@@ -146,7 +149,6 @@ def _lines(stream: IO[bytes], echo: IO[bytes] | None) -> Iterator[str]:
     yielded keep only the bar's last state, so a log holds one line per bar, not thousands.
     """
     pending = b""
-    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # cursor moves and colours: for terminals only
     while chunk := os.read(stream.fileno(), 65536):
         if echo is not None:
             echo.write(chunk)
@@ -154,10 +156,10 @@ def _lines(stream: IO[bytes], echo: IO[bytes] | None) -> Iterator[str]:
         pending += chunk
         *done, pending = pending.split(b"\n")
         for raw in done:
-            line = ansi.sub("", raw.decode(errors="replace")).rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+            line = _ANSI_ESCAPE.sub("", raw.decode(errors="replace")).rstrip("\r").rsplit("\r", 1)[-1].rstrip()
             if line:
                 yield line
-    tail = ansi.sub("", pending.decode(errors="replace")).rsplit("\r", 1)[-1].rstrip()
+    tail = _ANSI_ESCAPE.sub("", pending.decode(errors="replace")).rsplit("\r", 1)[-1].rstrip()
     if tail:
         yield tail
 

@@ -26,8 +26,10 @@ class SummaryRow:
     status: str
     seconds: float | None
     key_metrics: str
+    run_id: str
+    """The MLflow run that produced the stage's current outputs ('' if none is known)."""
     run_url: str
-    """Link to the MLflow run that produced the stage's current outputs ('' if none is known)."""
+    """Its link in the MLflow UI ('' with no run)."""
     run_is_earlier: bool = False
     """True when the stage was cached: the run linked is the earlier one that made its outputs."""
 
@@ -73,14 +75,16 @@ def build_rows(
         # (e.g. the registry version, which no metrics file holds).
         for key, value in record.get("metrics", {}).items():
             metrics.setdefault(key, value)
-        url = run_url(record["tracking_uri"], record["experiment_id"], record["run_id"]) if record else ""
+        shown = record if status in (RAN, CACHED) else {}
+        url = run_url(shown["tracking_uri"], shown["experiment_id"], shown["run_id"]) if shown else ""
         rows.append(
             SummaryRow(
                 stage=stage.name,
                 status=status,
                 seconds=metrics.get(f"{stage.name}/wall_seconds"),
                 key_metrics=key_metric_text(stage, metrics) if status in (RAN, CACHED) else "",
-                run_url=url if status in (RAN, CACHED) else "",
+                run_id=shown.get("run_id", ""),
+                run_url=url,
                 run_is_earlier=cached,
             )
         )
@@ -112,7 +116,7 @@ def render_text(rows: Sequence[SummaryRow], decision: str, parent_url: str, trac
         table.add_column(column, overflow="fold", no_wrap=column != "key metrics")
     for row in rows:
         seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
-        run_id = row.run_url.rsplit("/", 1)[-1][:8] if row.run_url else ""
+        run_id = row.run_id[:8]
         table.add_row(
             row.stage,
             row.status,
