@@ -87,7 +87,7 @@ def _load_runner(kind: str, path: str, threads: int | None) -> Any:
     if threads:
         torch.set_num_threads(threads)
     if kind == "torch":
-        from components.training.segment_module import load_module
+        from components.models.changenet.module import load_module
 
         model = load_module(path).model.eval()
     else:
@@ -213,24 +213,27 @@ def prepare_workdir(workdir: Path, checkpoint: Path, datasets: Path) -> Any:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from components.export.runtime import OnnxSegmentModel
     from components.export.stage import deploy_dir, export_stage, quantize_stage
+    from components.models.changenet.data import ChangeSegmentDataset
+    from components.models.family import get_family
     from components.quantization.evaluate import evaluate_runner
-    from components.training.segment_data import ChangeSegmentDataset
 
     params = prepare_workdir(args.workdir, args.checkpoint, args.datasets)
     started = time.perf_counter()
     metrics_dir = params.metrics_dir
-    if args.reuse_models and (metrics_dir / "export.json").is_file() and (metrics_dir / "quantize.json").is_file():
-        export_metrics = json.loads((metrics_dir / "export.json").read_text())
-        quantize_metrics = json.loads((metrics_dir / "quantize.json").read_text())
+    export_file, quantize_file = metrics_dir / "segment_export.json", metrics_dir / "segment_quantize.json"
+    if args.reuse_models and export_file.is_file() and quantize_file.is_file():
+        export_metrics = json.loads(export_file.read_text())
+        quantize_metrics = json.loads(quantize_file.read_text())
     else:
-        export_metrics = export_stage(params)
-        quantize_metrics = quantize_stage(params)
+        export_metrics = export_stage(params, "segment")
+        quantize_metrics = quantize_stage(params, "segment")
     stage_seconds = time.perf_counter() - started
     val = ChangeSegmentDataset(params.datasets_dir, "val", seed=params.seed)
     size = int(val[0]["test"].shape[-1])
     deploy = deploy_dir(params)
     iou = {"torch_fp32": quantize_metrics["quantize/fp32/val_iou"]}
-    iou["ort_fp32"] = evaluate_runner(OnnxSegmentModel(deploy / RUNTIMES["ort_fp32"]["file"]), val, params)["iou"]
+    onnx_fp32 = OnnxSegmentModel(deploy / RUNTIMES["ort_fp32"]["file"])
+    iou["ort_fp32"] = evaluate_runner(get_family("segment"), onnx_fp32, params)["iou"]
     for runtime, key in QUANT_KEYS.items():
         iou[runtime] = quantize_metrics.get(f"quantize/{key}/val_iou", float("nan"))
 

@@ -46,18 +46,18 @@ def val_iou_history(run: dict[str, Any]) -> list[float]:
 
 def run_config(name: str, overrides: dict[str, Any], workdir: Path, minutes: float) -> dict[str, Any]:
     """Prepare, train and evaluate one configuration in its own artifacts folder."""
-    from components.evaluation.evaluate_segment import evaluate_segment
+    from components.evaluation.stage import evaluate_stage
     from components.pipeline import steps
-    from components.training.train_segment import train_segment, training_run
+    from components.training.train import train_model, training_run
 
     overrides = {**overrides, "paths.artifacts_dir": str(workdir / f"artifacts-{name}")}
     params_path = write_params(workdir, minutes, "package", "tf_efficientnet_lite0", overrides, name=name)
     params = load_params(params_path)
     steps.prepare(params)
     started = time.perf_counter()
-    trained = train_segment(params)
-    evaluated = evaluate_segment(params)
-    run = training_run(params)
+    trained = train_model(params, "segment")
+    evaluated = evaluate_stage(params, "segment")
+    run = training_run(params, "segment")
     return {
         "overrides": overrides,
         "train": trained,

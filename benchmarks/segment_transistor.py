@@ -82,10 +82,10 @@ def measure_throughput(backbone: str, embed_dim: int = 256, batch: int = 8, size
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from components.data.ingest import ingest
-    from components.evaluation.baselines import difference_baseline
-    from components.evaluation.evaluate_segment import evaluate_segment
+    from components.evaluation.stage import evaluate_stage
+    from components.models.changenet.baselines import difference_baseline
     from components.pipeline import steps
-    from components.training.train_segment import train_segment
+    from components.training.train import train_model
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps.validate(params)
         results["difference_baseline"] = difference_baseline(params.datasets_dir, "val")
         print(f"[{variant}] training {args.backbone} for up to {args.minutes} min", flush=True)
-        trained = train_segment(params)
-        evaluated = evaluate_segment(params)
+        trained = train_model(params, "segment")
+        evaluated = evaluate_stage(params, "segment")
         results["variants"][variant] = {
             "train": trained,
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
@@ -158,7 +158,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {results.get('backbone', 'tf_efficientnet_lite0')}, {label} | {pct(v.get('precision'))} | {pct(v.get('recall'))} | "
             f"{pct(v.get('f1'))} | {pct(v.get('iou'))} | {pct(v.get('oa'))} | {pct(v.get('miou'))} | "
-            f"{pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/pairs_per_second', 0):.1f} |"
+            f"{pct(v.get('image_auroc'))} | {t.get('train/epochs', 0):.0f} | {t.get('train/samples_per_second', t.get('train/pairs_per_second', 0)):.1f} |"
         )
     per_kind = {
         variant: {k[4:]: v for k, v in data["val"].items() if k.startswith("iou/")}

@@ -20,23 +20,18 @@ app = typer.Typer(help="Open MLOps pipeline for golden-vs-test visual inspection
 data_app = typer.Typer(help="Raw data in, validated datasets out.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="The stage graph: run it with Prefect, render it for DVC.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
-evaluate_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
 infer_app = typer.Typer(help="Run a trained model on new images.", no_args_is_help=True)
-export_app = typer.Typer(help="Export a trained model to ONNX.", no_args_is_help=True)
-quantize_app = typer.Typer(help="Post-training quantization.", no_args_is_help=True)
 benchmark_app = typer.Typer(help="Time models like trtexec: throughput and latency percentiles.")
-register_app = typer.Typer(help="Register models and promote them through the gate.", no_args_is_help=True)
+label_app = typer.Typer(
+    help="Label data with a trained model (MAL: boxes in, instance masks out).", no_args_is_help=True
+)
+app.add_typer(label_app, name="label")
 app.add_typer(pipeline_app, name="pipeline")
-app.add_typer(train_app, name="train")
-app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(infer_app, name="infer")
-app.add_typer(register_app, name="register")
-app.add_typer(export_app, name="export")
-app.add_typer(quantize_app, name="quantize")
 app.add_typer(benchmark_app, name="benchmark")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
+FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="Override a param: -S data.image_size=128 (YAML value).")
 ]
@@ -52,9 +47,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("components.data.ingest", "IngestError"),
         ("components.validation.validate", "DataValidationError"),
-        ("components.training.segment_module", "CheckpointError"),
+        ("components.models.changenet.module", "CheckpointError"),
+        ("components.models.mal.module", "CheckpointError"),
+        ("components.labeling.errors", "LabelingError"),
+        ("components.models.mal.data", "MalDataError"),
         ("components.inference.segment_infer", "PairingError"),
-        ("components.models.changenet.pretrained", "PretrainedLoadError"),
+        ("components.models.backbones.pretrained", "PretrainedLoadError"),
         ("components.export.stage", "DeployStageError"),
         ("components.benchmarking.bench", "BenchmarkSetupError"),
         ("components.benchmarking.harness", "BenchmarkError"),
@@ -157,30 +155,114 @@ def data_validate(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = 
         _run_stage("validate", _load(params, set_))
 
 
-@train_app.command("segment")
-def train_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
-    """Train Visual ChangeNet-Segmentation on artifacts/datasets/segment (tracked in MLflow)."""
+def _family_stage(kind: str, family: str) -> str:
+    """The stage ``<kind>_<family>`` of the graph, or a clear error naming what exists."""
+    from components.pipeline.stages import stage_names
+
+    name = f"{kind}_{family}"
+    if name not in stage_names():
+        families = sorted(n.removeprefix(f"{kind}_") for n in stage_names() if n.startswith(f"{kind}_"))
+        raise ParamsError(f"no {kind} stage for model family {family!r}; families with one: {', '.join(families)}")
+    return name
+
+
+@app.command("train")
+def train(family: FamilyArgument, params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Train a model family (segment: ChangeNet-Segmentation, mal: Mask Auto-Labeler), tracked in MLflow."""
     with _friendly_errors():
-        _run_stage("train", _load(params, set_))
+        _run_stage(_family_stage("train", family), _load(params, set_))
 
 
-@evaluate_app.command("segment")
-def evaluate_segment(
+@app.command("evaluate")
+def evaluate(
+    family: FamilyArgument,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
 ) -> None:
-    """Evaluate on val: writes artifacts/metrics/segment.json, PR curve and overlays."""
-    from components.evaluation.evaluate_segment import evaluate_segment as evaluate
-    from components.evaluation.segment_metrics import format_metrics
-
+    """Evaluate on val: writes artifacts/metrics/<family>.json, curves and overlays."""
     with _friendly_errors():
+        stage = _family_stage("evaluate", family)
         p = _load(params, set_)
         if checkpoint is None:
-            _run_stage("evaluate", p)
+            _run_stage(stage, p)
             return
-        results = evaluate(p, checkpoint=checkpoint)
-        typer.echo(format_metrics({k: v for k, v in results.items() if k.count("/") == 1}))
+        from components.evaluation.stage import evaluate_stage
+
+        results = evaluate_stage(p, family, checkpoint=checkpoint)
+        for key, value in sorted(results.items()):
+            typer.echo(f"{key}: {value:g}")
+
+
+@app.command("register")
+def register(family: FamilyArgument, params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Register the trained model in MLflow; move `champion` only if it beats the current one."""
+    with _friendly_errors():
+        _run_stage(_family_stage("register", family), _load(params, set_))
+
+
+@app.command("export")
+def export(family: FamilyArgument, params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
+    """Export the best checkpoint to artifacts/deploy/<family>_fp32.onnx; fails if parity with torch fails."""
+    with _friendly_errors():
+        _run_stage(_family_stage("export", family), _load(params, set_))
+
+
+@app.command("quantize")
+def quantize(
+    family: FamilyArgument,
+    backend: Annotated[
+        str | None, typer.Option(help="modelopt | onnxruntime | torchao (default: quantize.backends).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Quantize (INT8 PTQ) and evaluate on val against FP32; a drop beyond the tolerance is flagged."""
+    with _friendly_errors():
+        overrides = list(set_ or [])
+        if backend:
+            overrides.append(f"quantize.backends=[{backend}]")
+        p = _load(params, overrides)
+        if f"quantize_{family}" in _stage_names():
+            _run_stage(f"quantize_{family}", p)
+            return
+        from components.export.stage import quantize_stage  # a family the pipeline does not quantize
+
+        for key, value in sorted(quantize_stage(p, family).items()):
+            typer.echo(f"{key}: {value:g}")
+
+
+def _stage_names() -> list[str]:
+    from components.pipeline.stages import stage_names
+
+    return stage_names()
+
+
+@label_app.command("mal")
+def label_mal(
+    coco: Annotated[Path | None, typer.Option(help="COCO instances JSON with the boxes to label.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder the COCO file_name entries are relative to.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output COCO JSON with RLE segmentations and scores.")] = None,
+    pipeline: Annotated[bool, typer.Option(help="Run the label_mal stage (train boxes of the prepared data).")] = False,
+    checkpoint: Annotated[Path | None, typer.Option(help="MAL checkpoint (default the trained best.ckpt).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Turn box annotations into instance masks with the trained MAL (COCO in, COCO with RLE out)."""
+    with _friendly_errors():
+        p = _load(params, set_)
+        if pipeline:
+            _run_stage("label_mal", p)
+            return
+        if coco is None or images is None or out is None:
+            raise ParamsError("label mal needs --coco, --images and --out (or --pipeline)")
+        from components.labeling.pipeline import label_file
+
+        summary = label_file(p, coco, images, out, checkpoint)
+        typer.echo(
+            f"wrote {out}: {summary.annotations} mask(s) on {summary.images} image(s), "
+            f"{summary.empty_masks} empty, mean score {summary.mean_score:.3f}"
+        )
 
 
 @infer_app.command("segment")
@@ -194,43 +276,13 @@ def infer_segment(
 ) -> None:
     """Predict change masks for golden/test pairs."""
     from components.inference.segment_infer import infer_segment as infer
-    from components.training.train_segment import model_dir
+    from components.training.train import model_dir
 
     with _friendly_errors():
         p = _load(params, set_)
-        ckpt = checkpoint or model_dir(p) / "best.ckpt"
+        ckpt = checkpoint or model_dir(p, "segment") / "best.ckpt"
         written = infer(ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold)
         typer.echo(f"wrote {len(written)} mask(s) and overlay(s) to {out}")
-
-
-@register_app.command("segment")
-def register_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
-    """Register the trained model in MLflow; move `champion` only if it beats the current one."""
-    with _friendly_errors():
-        _run_stage("register", _load(params, set_))
-
-
-@export_app.command("segment")
-def export_segment(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
-    """Export the best checkpoint to artifacts/deploy/segment_fp32.onnx; fails if parity with torch fails."""
-    with _friendly_errors():
-        _run_stage("export", _load(params, set_))
-
-
-@quantize_app.command("segment")
-def quantize_segment(
-    backend: Annotated[
-        str | None, typer.Option(help="modelopt | onnxruntime | torchao (default: quantize.backends).")
-    ] = None,
-    params: ParamsOption = DEFAULT_PARAMS_PATH,
-    set_: SetOption = None,
-) -> None:
-    """Quantize (INT8 PTQ) and evaluate on val against FP32; a drop beyond the tolerance is flagged."""
-    with _friendly_errors():
-        overrides = list(set_ or [])
-        if backend:
-            overrides.append(f"quantize.backends=[{backend}]")
-        _run_stage("quantize", _load(params, overrides))
 
 
 @benchmark_app.callback(invoke_without_command=True)
@@ -266,7 +318,7 @@ def benchmark(
 def benchmark_platform(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
     """The pipeline stage: time the exported models on benchmark.platform and write the comparison table."""
     with _friendly_errors():
-        _run_stage("benchmark", _load(params, set_))
+        _run_stage("benchmark_segment", _load(params, set_))
 
 
 @pipeline_app.command("run")
@@ -309,7 +361,7 @@ def pipeline_stages(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:
         for stage in STAGES:
             applies = "" if stage.applies_to(p) else "  (skipped for this data.source)"
             after = ", ".join(upstream(stage, p)) or "-"
-            typer.echo(f"{stage.name:<10} after: {after:<20} {stage.description}{applies}")
+            typer.echo(f"{stage.name:<18} after: {after:<32} {stage.description}{applies}")
 
 
 @pipeline_app.command("dvc-yaml")

@@ -38,7 +38,7 @@ class SyntheticParams(_Section):
     """Size and content of the procedurally generated default category."""
 
     image_size: int = Field(256, ge=64, le=1024)
-    num_train_good: int = Field(40, ge=2)
+    num_train_good: int = Field(24, ge=2)
     num_test_good: int = Field(12, ge=1)
     num_defect_per_kind: int = Field(8, ge=1)
     defect_kinds: tuple[Literal["bent_lead", "cut_lead", "damaged_case", "misplaced"], ...] = (
@@ -153,6 +153,7 @@ class SegmentTrainParams(_Section):
     dice_weight: float = Field(1.0, ge=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)
     resume_from: Path | None = None
+    labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
     limit_train_batches: float | int | None = None
     augment: AugmentParams = AugmentParams()
 
@@ -167,6 +168,82 @@ class SegmentParams(_Section):
     model: SegmentModelParams = SegmentModelParams()
     train: SegmentTrainParams = SegmentTrainParams()
     eval: SegmentEvalParams = SegmentEvalParams()
+
+
+class MalModelParams(_Section):
+    """The Mask Auto-Labeler network (Lan et al., CVPR 2023; ``components/models/mal``)."""
+
+    encoder: str = "tf_efficientnet_lite0"  # timm CNN (features_only) or a ViT such as vit_base_patch16_224
+    pretrained: Literal["none", "package", "path", "hub"] = "package"
+    pretrained_path: Path | None = None  # for pretrained: path (e.g. the MAE ViT-B/16 checkpoint)
+    crop_size: int = Field(160, ge=64, le=1024)  # paper: 512 (ViT-B); 160 keeps the CPU pipeline short
+    head_channels: int = Field(128, ge=8)  # K/V heads (paper: 256)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @field_validator("crop_size")
+    @classmethod
+    def _multiple_of_32(cls, size: int) -> int:
+        if size % 32:
+            raise ValueError("must be a multiple of 32 (the encoder's coarsest stride)")
+        return size
+
+    @model_validator(mode="after")
+    def _path_given(self) -> MalModelParams:
+        if self.pretrained == "path" and self.pretrained_path is None:
+            raise ValueError("pretrained: path needs pretrained_path")
+        return self
+
+
+class MalTrainParams(_Section):
+    """MAL's training recipe: boxes only, MIL + CRF losses, EMA teacher (paper section 3)."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(3e-4, gt=0.0)
+    backbone_lr_scale: float = Field(1.0, gt=0.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.9)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)  # linear warm-up share of all steps, then cosine
+    min_lr_ratio: float = Field(0.2, ge=0.0, le=1.0)  # cosine ends at lr * this (paper: 0.2)
+    mil_weight: float = Field(4.0, ge=0.0)
+    crf_weight: float = Field(0.5, ge=0.0)
+    mil_ramp_steps: int = Field(10, ge=0)  # paper: 1000 iterations on COCO; scaled to small sets
+    crf_ramp_steps: int = Field(40, ge=0)  # paper: 4000
+    crf_zeta: float = Field(0.1, gt=0.0)
+    crf_iterations: int = Field(20, ge=1)  # paper: 100 at 128^2; 20 at CPU sizes
+    teacher_momentum: float = Field(0.996, ge=0.0, lt=1.0)
+    margin_range: tuple[float, float] = (0.0, 1.2)  # training crop: 1.0-1.6x the box
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.5, ge=0.0, le=1.0)  # student only, with grayscale and blur
+    grayscale: float = Field(0.2, ge=0.0, le=1.0)
+    blur: float = Field(0.5, ge=0.0, le=1.0)
+    use_val_boxes: bool = False  # also learn from val boxes (never their masks)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    min_box_size: int = Field(2, ge=1)  # boxes thinner than this (pixels) are not learnt from
+
+    @model_validator(mode="after")
+    def _ordered_margins(self) -> MalTrainParams:
+        low, high = self.margin_range
+        if not 0.0 <= low <= high:
+            raise ValueError("margin_range must be [low, high] with 0 <= low <= high")
+        return self
+
+
+class MalEvalParams(_Section):
+    test_margin: float = Field(0.6, ge=0.0)  # each side 0.5 * 0.6 of the box: a 1.3x crop
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    batch_size: int = Field(8, ge=1)
+    num_overlays: int = Field(6, ge=0)
+
+
+class MalParams(_Section):
+    model: MalModelParams = MalModelParams()
+    train: MalTrainParams = MalTrainParams()
+    eval: MalEvalParams = MalEvalParams()
+    registered_model: str = "inspectops-mal"
 
 
 class ExportParams(_Section):
@@ -224,6 +301,7 @@ class Params(_Section):
     data: DataParams = DataParams()
     synthetic: SyntheticParams = SyntheticParams()
     segment: SegmentParams = SegmentParams()
+    mal: MalParams = MalParams()
     export: ExportParams = ExportParams()
     quantize: QuantizeParams = QuantizeParams()
     benchmark: BenchmarkParams = BenchmarkParams()

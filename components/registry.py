@@ -16,6 +16,7 @@ from typing import Any
 
 from components.config import Params
 from components.fsutil import write_json
+from components.models.family import ModelFamily, best_checkpoint, get_family
 
 CHAMPION = "champion"
 
@@ -74,23 +75,32 @@ def worst_quant_drop(quantize_metrics: dict[str, Any]) -> float | None:
     return max(drops) if drops else None
 
 
-def register_segment_model(params: Params) -> dict[str, float]:
-    """Register the trained model, run the gate and move ``champion`` if it passes."""
+def register_model(params: Params, family: ModelFamily | str) -> dict[str, float]:
+    """Register the family's trained model, run the gate on its gate metric and move ``champion`` if it passes.
+
+    The gate compares ``val/<family.gate_metric>`` of ``metrics/<family>.json`` (ChangeNet: change-IoU,
+    MAL: mIoU) with the champion's, and the worst quantized drop, when the family was quantized.
+    """
     import mlflow
 
-    from components.training.train_segment import training_run, training_run_path
+    from components.evaluation.stage import metrics_path
+    from components.export.stage import quantize_metrics_path
+    from components.training.train import training_run, training_run_path
 
-    run_info = training_run(params)
+    family = get_family(family) if isinstance(family, str) else family
+    run_info = training_run(params, family)
     if "run_id" not in run_info:
-        raise FileNotFoundError(f"{training_run_path(params)}: no training run to register (run the train stage)")
-    segment = _read_json(params.metrics_dir / "segment.json")
-    quantize = _read_json(params.metrics_dir / "quantize.json")
-    val_iou = segment.get("val/iou")
+        raise FileNotFoundError(
+            f"{training_run_path(params, family)}: no training run to register (run the train_{family.name} stage)"
+        )
+    evaluation = _read_json(metrics_path(params, family))
+    quantize = _read_json(quantize_metrics_path(params, family))
+    val_iou = evaluation.get(f"val/{family.gate_metric}")
     val_iou = float("nan") if val_iou is None else float(val_iou)
 
     mlflow.set_tracking_uri(run_info["tracking_uri"])
     client = mlflow.MlflowClient()
-    name = params.tracking.registered_model
+    name = family.registered_model(params)
     logged = mlflow.search_logged_models(
         experiment_ids=[run_info["experiment_id"]],
         filter_string=f"source_run_id = '{run_info['run_id']}'",
@@ -124,8 +134,8 @@ def register_segment_model(params: Params) -> dict[str, float]:
         "challenger": asdict(challenger),
         "champion_before": asdict(champion) if champion else None,
     }
-    write_json(decision_path(params), record)
-    write_json(candidate_path(params), candidate_record(params, challenger))
+    write_json(decision_path(params, family), record)
+    write_json(candidate_path(params, family), candidate_record(params, family, challenger))
     # Not a DVC metrics file: the version number depends on the registry's history, not on
     # the inputs. The runner logs these to MLflow and the stage's run record.
     return {
@@ -134,8 +144,8 @@ def register_segment_model(params: Params) -> dict[str, float]:
     }
 
 
-def candidate_path(params: Params) -> Path:
-    """``<artifacts>/registry/candidate.json``: the register stage's DVC output.
+def candidate_path(params: Params, family: ModelFamily | str) -> Path:
+    """``<artifacts>/registry/<family>.json``: the register stage's DVC output.
 
     Why an output at all: DVC skips a stage whose deps and outs match ``dvc.lock``. With no
     output, a fresh clone (whose registry has never seen the model) would skip registering,
@@ -145,21 +155,25 @@ def candidate_path(params: Params) -> Path:
     model as submitted, deterministic: the version and the gate's verdict depend on the
     registry's history and go to :func:`decision_path` and MLflow instead.
     """
-    return params.paths.artifacts_dir / "registry" / "candidate.json"
+    return params.paths.artifacts_dir / "registry" / f"{_name(family)}.json"
 
 
-def candidate_record(params: Params, challenger: Candidate) -> dict[str, Any]:
+def candidate_record(params: Params, family: ModelFamily, challenger: Candidate) -> dict[str, Any]:
     from components.tracking import tree_hash
-    from components.training.train_segment import model_dir
 
     return {
-        "registered_model": params.tracking.registered_model,
-        "checkpoint_sha256_16": tree_hash(model_dir(params) / "best.ckpt"),
+        "registered_model": family.registered_model(params),
+        "gate_metric": family.gate_metric,
+        "checkpoint_sha256_16": tree_hash(best_checkpoint(params, family)),
         "val_iou": None if math.isnan(challenger.val_iou) else challenger.val_iou,
         "quant_iou_drop": challenger.quant_iou_drop if challenger.quant_iou_drop != float("inf") else "unjudged",
     }
 
 
-def decision_path(params: Params) -> Path:
-    """``<artifacts>/reports/registry/decision.json``: the last gate decision, for people and the benchmark label."""
-    return params.reports_dir / "registry" / "decision.json"
+def decision_path(params: Params, family: ModelFamily | str) -> Path:
+    """``<artifacts>/reports/registry/<family>_decision.json``: the last gate decision, for people and the benchmark label."""
+    return params.reports_dir / "registry" / f"{_name(family)}_decision.json"
+
+
+def _name(family: ModelFamily | str) -> str:
+    return family if isinstance(family, str) else family.name

@@ -87,7 +87,7 @@ def _publish_summary(
 
         parent_url = run_url(uri, ensure_experiment(params), parent_run_id)
         rows = summary.build_rows(stages, results, params, failed_stage)
-        decision = summary.registry_decision(params) if "register" in results else ""
+        decision = summary.registry_decision(params) if any(n.startswith("register") for n in results) else ""
         logger.info("\n%s", summary.render_text(rows, decision, parent_url, uri))
         create_markdown_artifact(
             key="inspectops-pipeline-summary",

@@ -20,6 +20,13 @@ TINY_SYNTHETIC: dict[str, Any] = {
     "render_lighting": True,
 }
 
+TINY_MAL: dict[str, Any] = {
+    "model": {"pretrained": "none", "crop_size": 64, "head_channels": 16},
+    "train": {"epochs": 2, "batch_size": 4, "crf_iterations": 5},
+    "eval": {"num_overlays": 2},
+}
+"""MAL at test size: every pipeline test runs it, so it must take seconds."""
+
 
 def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
     """A params mapping whose data and artifacts live under ``root`` and whose data is tiny."""
@@ -28,6 +35,7 @@ def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
         "paths": {"data_dir": str(root / "data"), "artifacts_dir": str(root / "artifacts")},
         "data": {"image_size": 64},
         "synthetic": dict(TINY_SYNTHETIC),
+        "mal": {key: dict(value) for key, value in TINY_MAL.items()},
         "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "tests"},
     }
     for key, value in sections.items():

@@ -88,7 +88,7 @@ def load_torch_model(path: Path) -> Any:
     import torch
 
     if path.suffix == ".ckpt":
-        from components.training.segment_module import load_module
+        from components.models.changenet.module import load_module
 
         return load_module(path).model
     try:
@@ -98,7 +98,7 @@ def load_torch_model(path: Path) -> Any:
     if isinstance(payload, torch.nn.Module):
         return payload
     if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
-        from components.training.segment_module import load_module
+        from components.models.changenet.module import load_module
 
         return load_module(path).model
     raise ModelLoadError(

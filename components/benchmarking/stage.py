@@ -22,23 +22,27 @@ from components.fsutil import atomic_file, write_json
 from components.tracking import tree_hash
 
 NOT_HERE = "not run by this pipeline: use the benchmark-fanout flow on its work pool"
+BENCHMARKED_FAMILY = "segment"
+"""The family the platform table measures. The harness feeds (test, golden) pairs, the inputs of
+the ChangeNet families TAO's per-platform table reports; one-input families (MAL) are not timed here."""
 
 
-def deploy_models(params: Params) -> dict[str, Path]:
-    """The exported models to time, by precision label, that exist now."""
-    deploy = params.paths.artifacts_dir / "deploy"
+def deploy_models(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[str, Path]:
+    """The exported models of ``family`` to time, by precision label, that exist now."""
+    from components.export.stage import deploy_path
+
     candidates = {
-        "fp32": deploy / "segment_fp32.onnx",
-        "int8": deploy / "segment_int8_qdq.onnx",  # symmetric QDQ, the TensorRT-ready model
-        "int8-cpu": deploy / "segment_int8_cpu.onnx",  # the variant tuned for x86 onnxruntime
+        "fp32": deploy_path(params, family, "fp32.onnx"),
+        "int8": deploy_path(params, family, "int8_qdq.onnx"),  # symmetric QDQ, the TensorRT-ready model
+        "int8-cpu": deploy_path(params, family, "int8_cpu.onnx"),  # the variant tuned for x86 onnxruntime
     }
     return {label: path for label, path in candidates.items() if path.is_file()}
 
 
-def registered_version(params: Params) -> str | None:
+def registered_version(params: Params, family: str = BENCHMARKED_FAMILY) -> str | None:
     from components.registry import decision_path
 
-    decision = decision_path(params)
+    decision = decision_path(params, family)
     return str(json.loads(decision.read_text())["version"]) if decision.is_file() else None
 
 
@@ -56,14 +60,14 @@ def measured_path(params: Params) -> Path:
     return params.paths.artifacts_dir / "benchmarks" / "measured.json"
 
 
-def benchmark_stage(params: Params) -> dict[str, float]:
-    """Time each deployable model here and write the comparison table (file, MLflow)."""
-    models = deploy_models(params)
+def benchmark_stage(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[str, float]:
+    """Time each deployable model of ``family`` here and write the comparison table (file, MLflow)."""
+    models = deploy_models(params, family)
     if not models:
         raise FileNotFoundError(f"{params.paths.artifacts_dir / 'deploy'}: no exported model to benchmark (run export)")
     registry = load_platforms()
     here = registry.get(params.benchmark.platform)
-    version = registered_version(params)
+    version = registered_version(params, family)
     metrics: dict[str, float] = {}
     outcomes: dict[str, PlatformOutcome] = {}
     records_by_precision: dict[str, list[dict[str, Any]]] = {}

@@ -1,7 +1,8 @@
-"""Export ChangeNet-Segmentation to one self-contained ONNX file, checked against PyTorch.
+"""Export a model to one self-contained ONNX file, checked against PyTorch.
 
-The graph takes raw ``[0, 1]`` float images (``input0`` = test, ``input1`` = golden, both
-``N x 3 x H x W``) and normalises them itself, so a serving stack (onnxruntime, TensorRT,
+:func:`export_onnx` serves every model family. For ChangeNet-Segmentation
+(:func:`export_segment_onnx`) the graph takes raw ``[0, 1]`` float images (``input0`` = test,
+``input1`` = golden, both ``N x 3 x H x W``) and normalises them itself, so a serving stack (onnxruntime, TensorRT,
 DeepStream) feeds camera pixels without knowing the training mean/std. It returns
 ``output_final`` (``N x C x H x W`` logits) and, with ``export.side_outputs``, TAO's four
 deep-supervision maps ``output0..3`` too.
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from components.config import ExportParams
-from components.export.runtime import FINAL_OUTPUT, OnnxSegmentModel
+from components.export.runtime import FINAL_OUTPUT, OnnxModel
 from components.export.static_padding import freeze_same_padding
 from components.fsutil import write_json
 from components.models.changenet.model import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES
@@ -136,43 +137,50 @@ def _discard(tmp: Path, out_path: Path) -> None:
     sidecar_path(out_path).unlink(missing_ok=True)
 
 
+def _decisions(logits: np.ndarray) -> np.ndarray:
+    """What a caller does with the logits: the argmax class, or ``logit > 0`` for one channel."""
+    return logits.argmax(axis=1) if logits.shape[1] > 1 else logits[:, 0] > 0
+
+
 @torch.inference_mode()
-def measure_parity(
-    model: nn.Module, onnx_model: OnnxSegmentModel, test: torch.Tensor, golden: torch.Tensor
-) -> tuple[float, float]:
-    """``(max |logit difference|, share of pixels with the same argmax class)`` over the final map."""
+def measure_parity(model: nn.Module, onnx_model: OnnxModel, *inputs: torch.Tensor) -> tuple[float, float]:
+    """``(max |logit difference|, share of pixels with the same decision)`` over the primary output."""
     max_abs = 0.0
     equal = 0
     total = 0
-    for start in range(0, len(test), PARITY_BATCH):
-        t, g = test[start : start + PARITY_BATCH], golden[start : start + PARITY_BATCH]
-        want = model(t, g)
+    for start in range(0, len(inputs[0]), PARITY_BATCH):
+        batch = tuple(x[start : start + PARITY_BATCH] for x in inputs)
+        want = model(*batch)
         want = (want[-1] if isinstance(want, list | tuple) else want).float().numpy()
-        got = onnx_model(t, g)
+        got = onnx_model(*batch)
         got = (got[-1] if isinstance(got, tuple) else got).numpy()
         if got.shape != want.shape:
             raise ExportError(f"{onnx_model.path}: output shape {got.shape} differs from PyTorch {want.shape}")
         max_abs = max(max_abs, float(np.abs(got - want).max()))
-        equal += int((got.argmax(axis=1) == want.argmax(axis=1)).sum())
-        total += int(want.shape[0] * want.shape[2] * want.shape[3])
+        same = _decisions(got) == _decisions(want)
+        equal += int(same.sum())
+        total += int(same.size)
     return max_abs, equal / total
 
 
-def export_segment_onnx(
-    model: nn.Module,
+def export_onnx(
+    module: nn.Module,
     out_path: Path | str,
     params: ExportParams,
-    image_size: int | tuple[int, int],
-    parity_pairs: tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor],
+    parity_inputs: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
     sidecar_extra: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Export ``model`` (a ``ChangeNetSegment``) to ``out_path`` and check it against PyTorch.
+    """Export ``module`` to ``out_path`` and check it against PyTorch on real inputs.
 
     Args:
-        model: takes ``(test, golden)`` in [0, 1], returns logits or a tuple ending in the final logits.
-        params: the ``export`` section (opset, dynamic batch, side outputs, parity thresholds).
-        image_size: the H (= W) or (H, W) the graph is traced at; only the batch axis is dynamic.
-        parity_pairs: ``(test, golden)`` stacks of real pairs, ``(N, 3, H, W)`` in [0, 1].
+        module: takes the inputs (raw [0, 1] pixels, normalised inside), returns the logits,
+            or a tuple of outputs ending in the primary one (``output_names`` in that order).
+        params: the ``export`` section (opset, dynamic batch, parity thresholds).
+        parity_inputs: one stack per input, ``(N, C, H, W)``, of real samples; the graph is
+            traced at their size and only the batch axis is dynamic.
+        input_names, output_names: the graph's I/O names.
         sidecar_extra: more fields for ``<model>.json`` (e.g. the source checkpoint).
 
     Returns:
@@ -185,19 +193,17 @@ def export_segment_onnx(
         later stages cannot pick up a model from an older checkpoint).
     """
     out_path = Path(out_path)
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    test, golden = parity_pairs
-    if test.shape != golden.shape or test.ndim != 4 or tuple(test.shape[1:]) != (3, height, width):
+    inputs = tuple(parity_inputs)
+    if len(inputs) != len(input_names) or any(x.ndim != 4 or len(x) != len(inputs[0]) for x in inputs):
         raise ExportError(
-            f"{out_path}: parity pairs must be two (N, 3, {height}, {width}) stacks, got {tuple(test.shape)} and {tuple(golden.shape)}"
+            f"{out_path}: parity inputs must be {len(input_names)} stacks (N, C, H, W) of one N, "
+            f"got {[tuple(x.shape) for x in inputs]}"
         )
-    names_out = output_names(params.side_outputs)
-    example = (torch.rand(2, 3, height, width), torch.rand(2, 3, height, width))
-    reference = SegmentExportWrapper(model, params.side_outputs).eval()
+    example = tuple(torch.rand(2, *x.shape[1:]) for x in inputs)
+    reference = module.eval()
     # The graph is traced from a copy with constant SAME padding; parity compares against the original.
-    frozen, frozen_layers = freeze_same_padding(model.eval(), example)
-    wrapper = SegmentExportWrapper(frozen, params.side_outputs).eval()
-    dynamic_axes = {name: {0: "batch"} for name in (*ONNX_INPUT_NAMES, *names_out)} if params.dynamic_batch else None
+    frozen, frozen_layers = freeze_same_padding(reference, example)
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *output_names)} if params.dynamic_batch else None
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.tmp-", suffix=".onnx", dir=out_path.parent)
@@ -207,11 +213,11 @@ def export_segment_onnx(
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
             torch.onnx.export(
-                wrapper,
+                frozen.eval(),
                 example,
                 str(tmp),
-                input_names=list(ONNX_INPUT_NAMES),
-                output_names=list(names_out),
+                input_names=list(input_names),
+                output_names=list(output_names),
                 dynamic_axes=dynamic_axes,
                 opset_version=params.opset,
                 do_constant_folding=True,
@@ -219,12 +225,13 @@ def export_segment_onnx(
             )
         _prune_unused_initializers(tmp)
         assert_self_contained(tmp)
-        max_abs, equal_pixels = measure_parity(
-            reference, OnnxSegmentModel(tmp, all_outputs=params.side_outputs), test, golden
+        runner = OnnxModel(
+            tmp, all_outputs=len(output_names) > 1, input_names=tuple(input_names), primary_output=output_names[-1]
         )
+        max_abs, equal_pixels = measure_parity(reference, runner, *inputs)
         if max_abs > params.parity_max_abs_logit or equal_pixels < params.parity_min_equal_pixels:
             raise ExportError(
-                f"{out_path}: onnxruntime does not match PyTorch on {len(test)} val pairs: "
+                f"{out_path}: onnxruntime does not match PyTorch on {len(inputs[0])} val samples: "
                 f"max |logit diff| {max_abs:.3g} (allowed {params.parity_max_abs_logit:g}), "
                 f"equal mask pixels {equal_pixels:.5f} (need {params.parity_min_equal_pixels:g})"
             )
@@ -252,17 +259,47 @@ def export_segment_onnx(
             "model": out_path.name,
             "format": "onnx",
             "precision": "fp32",
-            "input_names": list(ONNX_INPUT_NAMES),
-            "output_names": list(names_out),
-            "image_size": [height, width],
+            "input_names": list(input_names),
+            "output_names": list(output_names),
+            "image_size": [int(inputs[0].shape[-2]), int(inputs[0].shape[-1])],
             "input_range": [0.0, 1.0],
             "dynamic_batch": params.dynamic_batch,
-            "parity_pairs": len(test),
+            "parity_pairs": len(inputs[0]),
             "static_padding_layers": frozen_layers,
             **(sidecar_extra or {}),
         },
     )
     return metrics
+
+
+def export_segment_onnx(
+    model: nn.Module,
+    out_path: Path | str,
+    params: ExportParams,
+    image_size: int | tuple[int, int],
+    parity_pairs: tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor],
+    sidecar_extra: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Export a ``ChangeNetSegment`` (``(test, golden)`` in [0, 1]) with :func:`export_onnx`.
+
+    ``image_size`` is the H (= W) or (H, W) the graph is traced at; ``parity_pairs`` the
+    ``(test, golden)`` stacks of real pairs, ``(N, 3, H, W)``.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    test, golden = parity_pairs
+    if test.shape != golden.shape or test.ndim != 4 or tuple(test.shape[1:]) != (3, height, width):
+        raise ExportError(
+            f"{out_path}: parity pairs must be two (N, 3, {height}, {width}) stacks, got {tuple(test.shape)} and {tuple(golden.shape)}"
+        )
+    return export_onnx(
+        SegmentExportWrapper(model, params.side_outputs),
+        out_path,
+        params,
+        (test, golden),
+        ONNX_INPUT_NAMES,
+        output_names(params.side_outputs),
+        sidecar_extra,
+    )
 
 
 def read_sidecar(model_path: Path | str) -> dict[str, Any]:
@@ -277,6 +314,7 @@ __all__ = [
     "ExportError",
     "SegmentExportWrapper",
     "assert_self_contained",
+    "export_onnx",
     "export_segment_onnx",
     "measure_parity",
     "output_names",

@@ -1,8 +1,8 @@
-"""ONNX Runtime sessions of exported ChangeNet models, shaped like the PyTorch model.
+"""ONNX Runtime sessions of exported models, shaped like the PyTorch model.
 
-Evaluation (:func:`components.evaluation.evaluate_segment.evaluate_model`) and the export
-parity check call a model as ``model(test, golden)`` on torch tensors and read logits back.
-:class:`OnnxSegmentModel` gives an ONNX file that same face, so FP32 ONNX, INT8 QDQ and
+Evaluation (each family's ``evaluate``) and the export parity check call a model as
+``model(*inputs)`` on torch tensors and read logits back. :class:`OnnxModel` gives an ONNX
+file that same face, so FP32 ONNX, INT8 QDQ and
 modelopt exports are all measured by the one metrics code the PyTorch model uses, and a
 difference in numbers can only come from the model, never from a second evaluation path.
 """
@@ -63,50 +63,77 @@ def create_session(
         raise OnnxRuntimeError(f"{path}: onnxruntime cannot load it ({type(error).__name__}: {error})") from None
 
 
-class OnnxSegmentModel:
-    """Callable ``(test, golden) -> logits`` over an onnxruntime session.
+class OnnxModel:
+    """Callable ``(*inputs) -> logits`` over an onnxruntime session, for any model family.
 
-    Returns the final logits as a torch tensor, or all outputs (final last) with
+    Torch tensors in (in the graph's input order), torch tensors out: the graph's primary
+    output (``primary_output``, default the last one) or all outputs, primary last, with
     ``all_outputs=True``. ``eval()`` exists so that code written for ``nn.Module`` runs unchanged.
     """
 
     def __init__(
-        self, path: Path | str, threads: int | None = None, optimization: str = "all", all_outputs: bool = False
+        self,
+        path: Path | str,
+        threads: int | None = None,
+        optimization: str = "all",
+        all_outputs: bool = False,
+        input_names: tuple[str, ...] | None = None,
+        primary_output: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.session = create_session(self.path, threads=threads, optimization=optimization)
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if tuple(inputs) != ONNX_INPUT_NAMES or FINAL_OUTPUT not in outputs:
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.primary_output = primary_output or self.output_names[-1]
+        if (input_names is not None and self.input_names != tuple(input_names)) or (
+            self.primary_output not in self.output_names
+        ):
             raise OnnxRuntimeError(
-                f"{self.path}: expected inputs {list(ONNX_INPUT_NAMES)} and an output {FINAL_OUTPUT!r}, "
-                f"got inputs {inputs} and outputs {outputs}"
+                f"{self.path}: expected inputs {list(input_names or self.input_names)} and an output "
+                f"{self.primary_output!r}, got inputs {list(self.input_names)} and outputs {self.output_names}"
             )
-        self.output_names = outputs
         self.all_outputs = all_outputs
 
-    def eval(self) -> OnnxSegmentModel:
+    def eval(self) -> OnnxModel:
         return self
 
-    def run_numpy(self, test: np.ndarray, golden: np.ndarray) -> list[np.ndarray]:
-        """Every output for float32 ``(N, 3, H, W)`` arrays in [0, 1], in the graph's output order."""
+    def run_numpy(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Every output for float32 arrays (raw [0, 1] pixels), in the graph's output order."""
+        if len(inputs) != len(self.input_names):
+            raise OnnxRuntimeError(f"{self.path}: takes {len(self.input_names)} inputs, got {len(inputs)}")
         feeds = {
-            ONNX_INPUT_NAMES[0]: np.ascontiguousarray(test, dtype=np.float32),
-            ONNX_INPUT_NAMES[1]: np.ascontiguousarray(golden, dtype=np.float32),
+            name: np.ascontiguousarray(array, dtype=np.float32)
+            for name, array in zip(self.input_names, inputs, strict=True)
         }
         try:
             return list(self.session.run(None, feeds))
         except Exception as error:
             raise OnnxRuntimeError(f"{self.path}: inference failed ({type(error).__name__}: {error})") from None
 
-    def __call__(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        outputs = self.run_numpy(test.detach().cpu().numpy(), golden.detach().cpu().numpy())
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = self.run_numpy(*(x.detach().cpu().numpy() for x in inputs))
         by_name = dict(zip(self.output_names, outputs, strict=True))
-        final = torch.from_numpy(by_name[FINAL_OUTPUT])
+        primary = torch.from_numpy(by_name[self.primary_output])
         if not self.all_outputs:
-            return final
-        side = [torch.from_numpy(by_name[n]) for n in self.output_names if n != FINAL_OUTPUT]
-        return (*side, final)
+            return primary
+        side = [torch.from_numpy(by_name[n]) for n in self.output_names if n != self.primary_output]
+        return (*side, primary)
 
 
-__all__ = ["FINAL_OUTPUT", "OnnxRuntimeError", "OnnxSegmentModel", "create_session"]
+class OnnxSegmentModel(OnnxModel):
+    """An exported ChangeNet-Segmentation: ``(test, golden) -> output_final`` logits."""
+
+    def __init__(
+        self, path: Path | str, threads: int | None = None, optimization: str = "all", all_outputs: bool = False
+    ) -> None:
+        super().__init__(
+            path,
+            threads=threads,
+            optimization=optimization,
+            all_outputs=all_outputs,
+            input_names=ONNX_INPUT_NAMES,
+            primary_output=FINAL_OUTPUT,
+        )
+
+
+__all__ = ["FINAL_OUTPUT", "OnnxModel", "OnnxRuntimeError", "OnnxSegmentModel", "create_session"]

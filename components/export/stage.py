@@ -1,22 +1,26 @@
-"""Stage bodies of the deploy path: ``export`` (FP32 ONNX) and ``quantize`` (INT8/FP8 backends).
+"""Stage bodies of the deploy path for any model family: ``export`` (FP32 ONNX) and ``quantize``.
 
-Both take the validated :class:`~components.config.Params`, read the best checkpoint of the
-training stage, write their models under ``<artifacts>/deploy/`` (each with a ``<model>.json``
-sidecar) and their numbers to ``<artifacts>/metrics/{export,quantize}.json``, and return the same
-numbers flat for the pipeline runner to log. They log nothing to MLflow themselves.
+Both take the validated :class:`~components.config.Params` and a model family, read the family's
+best checkpoint, write their models under ``<artifacts>/deploy/`` (each with a ``<model>.json``
+sidecar) and their numbers to ``<artifacts>/metrics/<family>_{export,quantize}.json``, and return
+the same numbers flat for the pipeline runner to log. They log nothing to MLflow themselves.
 
-Files:
+Files (``<family>`` is the family's name, e.g. ``segment``):
 
-- ``segment_fp32.onnx``: the parity-checked FP32 export every ONNX backend starts from;
-- ``segment_int8_qdq.onnx``: onnxruntime S8S8 Q/DQ, shaped for TensorRT (key ``onnxruntime``);
-- ``segment_int8_cpu.onnx``: onnxruntime U8S8 Q/DQ, shaped for onnxruntime on x86 CPUs
+- ``<family>_fp32.onnx``: the parity-checked FP32 export every ONNX backend starts from;
+- ``<family>_int8_qdq.onnx``: onnxruntime S8S8 Q/DQ, shaped for TensorRT (key ``onnxruntime``);
+- ``<family>_int8_cpu.onnx``: onnxruntime U8S8 Q/DQ, shaped for onnxruntime on x86 CPUs
   (key ``onnxruntime_cpu``);
-- ``segment_modelopt_int8.onnx`` (or ``_fp8``): ModelOpt Q/DQ for TensorRT (key ``modelopt``);
-- ``segment_torchao_int8wo.pt``: torchao int8 weight-only for PyTorch serving (key ``torchao``).
+- ``<family>_modelopt_int8.onnx`` (or ``_fp8``): ModelOpt Q/DQ for TensorRT (key ``modelopt``);
+- ``<family>_torchao_int8wo.pt``: torchao int8 weight-only for PyTorch serving (key ``torchao``).
+
+Every quantized model is judged by the family's own evaluation on val, on the family's gate
+metric (``quantize/<key>/<gate>_drop`` beside ``quantize/<key>/iou_drop`` for the registry).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,10 +29,10 @@ from typing import Any
 
 from components.config import Params
 from components.fsutil import write_json
+from components.models.family import ModelFamily, best_checkpoint, get_family
 
 _log = logging.getLogger(__name__)
 
-FP32_ONNX = "segment_fp32.onnx"
 BACKENDS: tuple[str, ...] = ("modelopt", "onnxruntime", "torchao")
 BACKEND_KEYS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime", "onnxruntime_cpu"),
@@ -37,87 +41,100 @@ BACKEND_KEYS: dict[str, tuple[str, ...]] = {
 }
 """Metric key parts each backend writes (``quantize/<key>/...``)."""
 
+FamilyRef = ModelFamily | str
+
 
 class DeployStageError(RuntimeError):
     """A deploy stage that cannot run; the message names the missing file or bad value."""
+
+
+def _family(family: FamilyRef) -> ModelFamily:
+    return get_family(family) if isinstance(family, str) else family
+
+
+def _name(family: FamilyRef) -> str:
+    return family if isinstance(family, str) else family.name
 
 
 def deploy_dir(params: Params) -> Path:
     return params.paths.artifacts_dir / "deploy"
 
 
-def checkpoint_path(params: Params) -> Path:
-    from components.training.train_segment import model_dir
-
-    return model_dir(params) / "best.ckpt"
-
-
-def _val_dataset(params: Params) -> Any:
-    from components.training.segment_data import ChangeSegmentDataset
-
-    return ChangeSegmentDataset(params.datasets_dir, "val", augment=None, seed=params.seed)
+def deploy_path(params: Params, family: FamilyRef, suffix: str) -> Path:
+    """``<artifacts>/deploy/<family>_<suffix>``: e.g. ``segment_fp32.onnx``, ``mal_int8_cpu.onnx``."""
+    return deploy_dir(params) / f"{_name(family)}_{suffix}"
 
 
-def export_stage(params: Params, checkpoint: Path | None = None) -> dict[str, float]:
-    """Export the best checkpoint to ``<artifacts>/deploy/segment_fp32.onnx`` with a parity check."""
-    from components.export.onnx_export import export_segment_onnx, parity_pairs_from_dataset
-    from components.training.segment_module import load_module
+def fp32_onnx_path(params: Params, family: FamilyRef) -> Path:
+    return deploy_path(params, family, "fp32.onnx")
 
-    checkpoint = Path(checkpoint or checkpoint_path(params))
-    module = load_module(checkpoint)
-    test, golden = parity_pairs_from_dataset(_val_dataset(params), params.export.parity_samples)
-    image_size = (int(test.shape[-2]), int(test.shape[-1]))
-    metrics = export_segment_onnx(
-        module.model,
-        deploy_dir(params) / FP32_ONNX,
+
+def export_metrics_path(params: Params, family: FamilyRef) -> Path:
+    return params.metrics_dir / f"{_name(family)}_export.json"
+
+
+def quantize_metrics_path(params: Params, family: FamilyRef) -> Path:
+    return params.metrics_dir / f"{_name(family)}_quantize.json"
+
+
+def export_stage(params: Params, family: FamilyRef, checkpoint: Path | None = None) -> dict[str, float]:
+    """Export the family's best checkpoint to ``<family>_fp32.onnx`` with a parity check on real val inputs."""
+    from components.export.onnx_export import export_onnx
+
+    family = _family(family)
+    checkpoint = Path(checkpoint or best_checkpoint(params, family))
+    module = family.load_module(checkpoint)
+    inputs = family.sample_inputs(params, "val", params.export.parity_samples)
+    metrics = export_onnx(
+        family.export_module(module, params),
+        fp32_onnx_path(params, family),
         params.export,
-        image_size,
-        (test, golden),
-        sidecar_extra={"checkpoint": str(checkpoint), "threshold": params.segment.eval.threshold},
+        inputs,
+        family.onnx_input_names,
+        family.onnx_output_names(params),
+        sidecar_extra={"checkpoint": str(checkpoint), "family": family.name, **family.deploy_metadata(params)},
     )
-    write_json(params.metrics_dir / "export.json", metrics)
+    write_json(export_metrics_path(params, family), metrics)
     return metrics
 
 
-def quantize_stage(params: Params, backend: str | None = None, checkpoint: Path | None = None) -> dict[str, float]:
+def quantize_stage(
+    params: Params, family: FamilyRef, backend: str | None = None, checkpoint: Path | None = None
+) -> dict[str, float]:
     """Quantize with each backend of ``quantize.backends`` (or only ``backend``) and judge each on val.
 
-    Writes ``<artifacts>/metrics/quantize.json``. When a single ``backend`` is given, the other
-    backends' earlier numbers in that file are kept, so backends can be (re)run one at a time.
+    Writes ``<artifacts>/metrics/<family>_quantize.json``. When a single ``backend`` is given, the
+    other backends' earlier numbers in that file are kept, so backends can be (re)run one at a time.
     """
-    from components.quantization.calibration import CalibrationSet
-    from components.quantization.evaluate import evaluate_runner
-    from components.training.segment_module import load_module
-
+    family = _family(family)
     backends = (backend,) if backend else tuple(params.quantize.backends)
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise DeployStageError(f"unknown quantization backend(s) {unknown}; choose from {list(BACKENDS)}")
-    checkpoint = Path(checkpoint or checkpoint_path(params))
-    module = load_module(checkpoint)
-    val = _val_dataset(params)
-    _log.info("evaluating the FP32 model %s on val (%d pairs) as the reference", checkpoint, len(val))
-    fp32_iou = evaluate_runner(module.model, val, params)["iou"]
-    calibration = CalibrationSet(params.datasets_dir, params.quantize.calibration_samples, params.seed)
+    checkpoint = Path(checkpoint or best_checkpoint(params, family))
+    module = family.load_module(checkpoint)
+    _log.info("evaluating the FP32 model %s on val as the reference", checkpoint)
+    from components.quantization.evaluate import evaluate_runner
+
+    fp32_value = evaluate_runner(family, module.model, params)[family.gate_metric]
+    calibration = family.calibration_set(params, params.quantize.calibration_samples)
     metrics: dict[str, float] = {
-        "quantize/fp32/val_iou": fp32_iou,
+        f"quantize/fp32/val_{family.gate_metric}": fp32_value,
         "quantize/calibration_samples": float(len(calibration)),
     }
     for name in backends:
         _log.info("quantizing with %s", name)
-        metrics.update(_RUNNERS[name](params, module, calibration, val, fp32_iou))
+        metrics.update(_RUNNERS[name](params, family, module, calibration, fp32_value))
     # The git-tracked metrics file holds what the inputs reproduce; timings go to MLflow only.
     reproducible = {k: v for k, v in metrics.items() if not k.endswith("/seconds")}
-    write_json(
-        params.metrics_dir / "quantize.json", _merge_previous(params, reproducible, backends if backend else None)
-    )
+    path = quantize_metrics_path(params, family)
+    write_json(path, _merge_previous(path, reproducible, backends if backend else None))
     return metrics
 
 
-def _merge_previous(params: Params, metrics: dict[str, float], rerun: tuple[str, ...] | None) -> dict[str, Any]:
-    """``metrics`` plus the other backends' entries of the existing quantize.json (single-backend runs)."""
+def _merge_previous(path: Path, metrics: dict[str, float], rerun: tuple[str, ...] | None) -> dict[str, Any]:
+    """``metrics`` plus the other backends' entries of the existing metrics file (single-backend runs)."""
     fresh = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    path = params.metrics_dir / "quantize.json"
     if rerun is None or not path.is_file():
         return fresh
     try:
@@ -130,51 +147,93 @@ def _merge_previous(params: Params, metrics: dict[str, float], rerun: tuple[str,
     return {**kept, **fresh}
 
 
-def _run_onnxruntime(params: Params, module: Any, calibration: Any, val: Any, fp32_iou: float) -> dict[str, float]:
-    from components.export.runtime import OnnxSegmentModel
+def _onnx_runner(family: ModelFamily, path: Path, params: Params) -> Any:
+    from components.export.runtime import OnnxModel
+
+    outputs = family.onnx_output_names(params)
+    return OnnxModel(path, input_names=family.onnx_input_names, primary_output=outputs[-1])
+
+
+def _run_onnxruntime(
+    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.onnxruntime_ptq import VARIANTS, quantize_onnx
 
-    fp32_path = deploy_dir(params) / FP32_ONNX
+    fp32_path = fp32_onnx_path(params, family)
     if not fp32_path.is_file():
         raise DeployStageError(f"{fp32_path}: FP32 ONNX model not found; run the export stage first")
     metrics: dict[str, float] = {}
-    for variant in VARIANTS:
-        path = deploy_dir(params) / variant.filename
+    for recipe in VARIANTS:
+        # What stays float is the family's call (ChangeNet: its Siamese backbone; MAL: nothing).
+        variant = dataclasses.replace(recipe, float_scopes=family.quantization_float_scopes)
+        path = deploy_path(params, family, variant.filename)
         info = quantize_onnx(fp32_path, path, calibration, variant, per_channel=params.quantize.per_channel)
         info["calibration_samples"] = len(calibration)
-        val_metrics = evaluate_runner(OnnxSegmentModel(path), val, params)
-        metrics.update(record_result(variant.key, path, info, val_metrics, fp32_iou, params.quantize.iou_tolerance))
+        val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params)
+        metrics.update(
+            record_result(
+                variant.key, path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, family.gate_metric
+            )
+        )
     return metrics
 
 
-def _run_modelopt(params: Params, module: Any, calibration: Any, val: Any, fp32_iou: float) -> dict[str, float]:
-    from components.export.runtime import OnnxSegmentModel
+def _run_modelopt(
+    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.modelopt_ptq import FILENAMES, quantize_modelopt, runs_in_onnxruntime
 
     fmt = params.quantize.modelopt_format
-    path = deploy_dir(params) / FILENAMES[fmt]
-    info = quantize_modelopt(module.model, path, calibration, fmt, params.quantize.per_channel, params.export.opset)
+    path = deploy_path(params, family, FILENAMES[fmt])
+    info = quantize_modelopt(
+        family.export_module(module, params),
+        path,
+        calibration,
+        fmt,
+        params.quantize.per_channel,
+        params.export.opset,
+        input_names=family.onnx_input_names,
+        output_names=family.onnx_output_names(params),
+    )
     info["calibration_samples"] = len(calibration)
+    gate = family.gate_metric
     if not runs_in_onnxruntime(fmt):
         reason = f"{fmt} Q/DQ uses TensorRT-only ops (trt::TRT_FP8QuantizeLinear); onnxruntime CPU cannot run it"
         _log.warning("%s: %s; not evaluated", path, reason)
-        return record_result("modelopt", path, info, None, fp32_iou, params.quantize.iou_tolerance, skipped=reason)
-    val_metrics = evaluate_runner(OnnxSegmentModel(path), val, params)
-    return record_result("modelopt", path, info, val_metrics, fp32_iou, params.quantize.iou_tolerance)
+        return record_result(
+            "modelopt", path, info, None, fp32_value, params.quantize.iou_tolerance, gate, skipped=reason
+        )
+    val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params)
+    return record_result("modelopt", path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, gate)
 
 
-def _run_torchao(params: Params, module: Any, calibration: Any, val: Any, fp32_iou: float) -> dict[str, float]:
+def _run_torchao(
+    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.torchao_ptq import FILENAME, quantize_torchao
 
-    path = deploy_dir(params) / FILENAME
-    quantized, info = quantize_torchao(module.model, dict(module.hparams["model"]), path)
-    val_metrics = evaluate_runner(quantized, val, params)
-    return record_result("torchao", path, info, val_metrics, fp32_iou, params.quantize.iou_tolerance)
+    path = deploy_path(params, family, FILENAME)
+    quantized, info = quantize_torchao(module.model, dict(module.hparams["model"]), path, family=family.name)
+    val_metrics = evaluate_runner(family, quantized, params)
+    return record_result(
+        "torchao", path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, family.gate_metric
+    )
 
 
 _RUNNERS = {"onnxruntime": _run_onnxruntime, "modelopt": _run_modelopt, "torchao": _run_torchao}
 
-__all__ = ["BACKENDS", "BACKEND_KEYS", "FP32_ONNX", "DeployStageError", "deploy_dir", "export_stage", "quantize_stage"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_KEYS",
+    "DeployStageError",
+    "deploy_dir",
+    "deploy_path",
+    "export_metrics_path",
+    "export_stage",
+    "fp32_onnx_path",
+    "quantize_metrics_path",
+    "quantize_stage",
+]

@@ -49,7 +49,7 @@ def infer_segment(
     checkpoint: Path, golden: Path, test: Path, out: Path, image_size: int, threshold: float = 0.5
 ) -> list[Path]:
     """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` for each pair into ``out``."""
-    from components.training.segment_module import load_module
+    from components.models.changenet.module import load_module
 
     pairs = pair_inputs(Path(golden), Path(test))
     model = load_module(checkpoint).model.eval()

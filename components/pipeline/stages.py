@@ -9,6 +9,7 @@ committed file drifts from it. Paths are DVC templates over ``params.yaml`` keys
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Callable
@@ -43,6 +44,8 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
     only_for_source: str | None = None
+    family: str | None = None
+    """Model family the entrypoint works on; passed as ``family=`` (the shared stages take one)."""
     retries: int = 0
     reports: tuple[str, ...] = ()
     """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
@@ -52,7 +55,8 @@ class Stage:
 
     def function(self) -> StageFn:
         module_name, attr = self.entrypoint.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        function = getattr(importlib.import_module(module_name), attr)
+        return functools.partial(function, family=self.family) if self.family else function
 
     def applies_to(self, params: Params) -> bool:
         return self.only_for_source is None or self.only_for_source == params.data.source
@@ -65,6 +69,12 @@ METRICS = "${paths.artifacts_dir}/metrics"
 ``dvc exp show`` and ``dvc metrics diff`` compare every commit and experiment. Only numbers that
 the same inputs reproduce belong here; timings and run ids go to MLflow and ``REPORTS``."""
 DEPLOY = "${paths.artifacts_dir}/deploy"
+MODELS = "${paths.artifacts_dir}/models"
+PLOTS = "${paths.artifacts_dir}/plots"
+LABELS_MAL = "${paths.artifacts_dir}/labels/mal"
+"""MAL's labels of the train boxes: COCO with RLE masks and one mask PNG per train image."""
+_MODEL_CODE = ("components/models/family.py", "components/models/backbones")
+"""Code every model family builds on: the family interface and the backbones."""
 REPORTS = "${paths.artifacts_dir}/reports"
 """Files for people that hold run ids, versions or timings (Data Docs, the registry decision,
 benchmark tables): deliberately not DVC outputs, whose hashes must not change from run to run."""
@@ -103,81 +113,159 @@ STAGES: tuple[Stage, ...] = (
         metrics=(f"{METRICS}/validation.json",),
         key_metrics=("validation/success", "validation/failed_expectations"),
     ),
+    # ---- MAL: masks from boxes (components/models/mal). Before ChangeNet, whose training can use its labels.
     Stage(
-        name="train",
+        name="train_mal",
+        command="inspectops train mal",
+        entrypoint="components.pipeline.steps:train",
+        family="mal",
+        description="Train the Mask Auto-Labeler from the train boxes only (MIL + CRF losses, EMA teacher).",
+        deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/mal", "components/training"),
+        params=("seed", "mal.model", "mal.train"),
+        outs=(f"{MODELS}/mal",),
+        metrics=(f"{METRICS}/mal_train.json",),
+        key_metrics=("train/best_val_miou", "train/epochs"),
+    ),
+    Stage(
+        name="evaluate_mal",
+        command="inspectops evaluate mal",
+        entrypoint="components.pipeline.steps:evaluate",
+        family="mal",
+        description="Mask IoU of every val box against its true mask, beside the box and box+CRF baselines.",
+        deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/evaluation"),
+        params=("mal.eval",),
+        outs=(f"{PLOTS}/mal",),
+        metrics=(f"{METRICS}/mal.json",),
+        key_metrics=("val/miou", "val/baseline_box/miou", "val/baseline_crf/miou"),
+    ),
+    Stage(
+        name="label_mal",
+        command="inspectops label mal --pipeline",
+        entrypoint="components.pipeline.steps:label_mal",
+        description="Label the train boxes with MAL: COCO with RLE masks and per-image masks for ChangeNet.",
+        deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/labeling"),
+        params=("mal.eval",),
+        outs=(LABELS_MAL,),
+        metrics=(f"{METRICS}/mal_label.json",),
+        key_metrics=("label/annotations", "label/train_miou"),
+    ),
+    Stage(
+        name="export_mal",
+        command="inspectops export mal",
+        entrypoint="components.pipeline.steps:export",
+        family="mal",
+        description="ONNX export of MAL (crop -> mask logits, dynamic batch) with a torch parity check.",
+        deps=(f"{MODELS}/mal", DATASETS, *_MODEL_CODE, "components/models/mal", "components/export"),
+        params=("export",),
+        outs=(f"{DEPLOY}/mal_fp32.onnx", f"{DEPLOY}/mal_fp32.json"),
+        metrics=(f"{METRICS}/mal_export.json",),
+        key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
+    ),
+    Stage(
+        name="register_mal",
+        command="inspectops register mal",
+        entrypoint="components.pipeline.steps:register",
+        family="mal",
+        description="Register MAL in MLflow (inspectops-mal); champion only if its val mIoU is at least the champion's.",
+        deps=(f"{METRICS}/mal.json", f"{MODELS}/mal", "components/registry.py"),
+        params=("mal.registered_model",),
+        outs=("${paths.artifacts_dir}/registry/mal.json",),
+        retries=2,
+        key_metrics=("register/version", "register/promoted"),
+    ),
+    # ---- Visual ChangeNet-Segmentation (components/models/changenet).
+    Stage(
+        name="train_segment",
         command="inspectops train segment",
-        entrypoint="components.pipeline.steps:train_segment",
+        entrypoint="components.pipeline.steps:train",
+        family="segment",
         description="Train Visual ChangeNet-Segmentation (Lightning), best checkpoint on val change-IoU.",
         # The validation report is a dependency so training never starts on data that failed it.
-        deps=(DATASETS, f"{METRICS}/validation.json", "components/models/changenet", "components/training"),
+        # MAL's labels are one too: with segment.train.labels: mal they are the train masks (DVC's
+        # graph cannot branch on a param, so the dependency holds either way).
+        deps=(
+            DATASETS,
+            f"{METRICS}/validation.json",
+            LABELS_MAL,
+            *_MODEL_CODE,
+            "components/models/changenet",
+            "components/training",
+        ),
         params=("seed", "segment.model", "segment.train"),
-        outs=("${paths.artifacts_dir}/models/segment",),
+        outs=(f"{MODELS}/segment",),
         metrics=(f"{METRICS}/segment_train.json",),
         key_metrics=("train/best_val_iou", "train/epochs"),
     ),
     Stage(
-        name="evaluate",
+        name="evaluate_segment",
         command="inspectops evaluate segment",
-        entrypoint="components.pipeline.steps:evaluate_segment",
+        entrypoint="components.pipeline.steps:evaluate",
+        family="segment",
         description="Pixel, per-defect and image metrics on val; PR curve and overlays.",
-        deps=(DATASETS, "${paths.artifacts_dir}/models/segment", "components/evaluation"),
+        deps=(DATASETS, f"{MODELS}/segment", *_MODEL_CODE, "components/models/changenet", "components/evaluation"),
         params=("segment.eval",),
-        outs=("${paths.artifacts_dir}/plots/segment",),
+        outs=(f"{PLOTS}/segment",),
         metrics=(f"{METRICS}/segment.json",),
         key_metrics=("val/iou", "val/f1", "val/image_auroc"),
     ),
     Stage(
-        name="export",
+        name="export_segment",
         command="inspectops export segment",
-        entrypoint="components.pipeline.steps:export_segment",
+        entrypoint="components.pipeline.steps:export",
+        family="segment",
         description="ONNX export (test, golden -> change logits, dynamic batch) with a torch parity check.",
-        deps=("${paths.artifacts_dir}/models/segment", DATASETS, "components/export"),
+        deps=(f"{MODELS}/segment", DATASETS, *_MODEL_CODE, "components/models/changenet", "components/export"),
         params=("export",),
         outs=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_fp32.json"),
-        metrics=(f"{METRICS}/export.json",),
-        key_metrics=("export/parity_max_abs_logit", "export/model_mb"),
+        metrics=(f"{METRICS}/segment_export.json",),
+        key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
     ),
     Stage(
-        name="quantize",
+        name="quantize_segment",
         command="inspectops quantize segment",
-        entrypoint="components.pipeline.steps:quantize_segment",
+        entrypoint="components.pipeline.steps:quantize",
+        family="segment",
         description="Post-training quantization (quantize.backends), each judged on val against FP32.",
         deps=(
-            "${paths.artifacts_dir}/models/segment",
+            f"{MODELS}/segment",
             f"{DEPLOY}/segment_fp32.onnx",
             DATASETS,
+            *_MODEL_CODE,
+            "components/models/changenet",
             "components/quantization",
             "components/export",  # quantize_stage and the ONNX runtime wrapper live there
         ),
         params=("seed", "quantize"),
         # The default backend's models; other backends write beside them (untracked by DVC).
         outs=(f"{DEPLOY}/segment_int8_qdq.onnx", f"{DEPLOY}/segment_int8_cpu.onnx"),
-        metrics=(f"{METRICS}/quantize.json",),
+        metrics=(f"{METRICS}/segment_quantize.json",),
         key_metrics=("quantize/fp32/val_iou", "quantize/*/iou_drop"),
     ),
     Stage(
-        name="register",
+        name="register_segment",
         command="inspectops register segment",
-        entrypoint="components.pipeline.steps:register_segment",
+        entrypoint="components.pipeline.steps:register",
+        family="segment",
         description="Register the model in MLflow; move the champion alias only if the gate passes.",
         deps=(
             f"{METRICS}/segment.json",
-            f"{METRICS}/quantize.json",
-            "${paths.artifacts_dir}/models/segment",
+            f"{METRICS}/segment_quantize.json",
+            f"{MODELS}/segment",
             "components/registry.py",
         ),
         params=("quantize.iou_tolerance", "tracking.registered_model"),
         # The version number and the decision depend on the registry's state, not only on the
-        # inputs: they live in MLflow and REPORTS/registry/decision.json. The output is the
-        # candidate as submitted: missing on a fresh clone, so DVC registers there once.
-        outs=("${paths.artifacts_dir}/registry/candidate.json",),
+        # inputs: they live in MLflow and REPORTS/registry/<family>_decision.json. The output is
+        # the candidate as submitted: missing on a fresh clone, so DVC registers there once.
+        outs=("${paths.artifacts_dir}/registry/segment.json",),
         retries=2,  # the registry is a server in a team stack: retry passing network errors
         key_metrics=("register/version", "register/promoted"),
     ),
     Stage(
-        name="benchmark",
+        name="benchmark_segment",
         command="inspectops benchmark platform",
-        entrypoint="components.pipeline.steps:benchmark_platform",
+        entrypoint="components.pipeline.steps:benchmark",
+        family="segment",
         description="trtexec-style timing of the FP32 and INT8 ONNX on this machine, beside TAO's platforms.",
         deps=(
             f"{DEPLOY}/segment_fp32.onnx",

@@ -44,57 +44,64 @@ def validate(params: Params) -> dict[str, float]:
     return metrics
 
 
-def train_segment(params: Params) -> dict[str, float]:
-    """Train ChangeNet-Segmentation; writes ``models/segment`` and ``metrics/segment_train.json``."""
-    from components.training.train_segment import train_segment as train
+def train(params: Params, family: str) -> dict[str, float]:
+    """Train a model family; writes ``models/<family>`` and ``metrics/<family>_train.json``."""
+    from components.training.train import train_model
 
-    return train(params)
-
-
-def evaluate_segment(params: Params) -> dict[str, float]:
-    """Evaluate the best checkpoint; writes ``metrics/segment.json`` and ``plots/segment``."""
-    from components.evaluation.evaluate_segment import evaluate_segment as evaluate
-
-    return evaluate(params)
+    return train_model(params, family)
 
 
-def register_segment(params: Params) -> dict[str, float]:
-    """Register the trained model and run the promotion gate (``champion`` alias)."""
-    from components.registry import register_segment_model
+def evaluate(params: Params, family: str) -> dict[str, float]:
+    """Evaluate the family's best checkpoint; writes ``metrics/<family>.json`` and ``plots/<family>``."""
+    from components.evaluation.stage import evaluate_stage
 
-    return register_segment_model(params)
+    return evaluate_stage(params, family)
 
 
-def export_segment(params: Params) -> dict[str, float]:
-    """Export the best checkpoint to ONNX (parity-checked) and attach it to the training run."""
-    from components.export.stage import deploy_dir, export_stage
+def register(params: Params, family: str) -> dict[str, float]:
+    """Register the family's trained model and run the promotion gate (``champion`` alias)."""
+    from components.registry import register_model
 
-    metrics = export_stage(params)
-    _attach_to_training_run(params, deploy_dir(params) / "segment_fp32.onnx", "onnx")
+    return register_model(params, family)
+
+
+def export(params: Params, family: str) -> dict[str, float]:
+    """Export the family's best checkpoint to ONNX (parity-checked) and attach it to the training run."""
+    from components.export.stage import export_stage, fp32_onnx_path
+
+    metrics = export_stage(params, family)
+    _attach_to_training_run(params, family, fp32_onnx_path(params, family), "onnx")
     return metrics
 
 
-def quantize_segment(params: Params) -> dict[str, float]:
+def quantize(params: Params, family: str) -> dict[str, float]:
     """Quantize with every backend in ``quantize.backends``; each is evaluated on val."""
     from components.export.stage import quantize_stage
 
-    return quantize_stage(params)
+    return quantize_stage(params, family)
 
 
-def benchmark_platform(params: Params) -> dict[str, float]:
-    """Benchmark the deployable models on this machine's platform and write the comparison."""
+def benchmark(params: Params, family: str) -> dict[str, float]:
+    """Benchmark the family's deployable models on this machine's platform and write the comparison."""
     from components.benchmarking.stage import benchmark_stage
 
-    return benchmark_stage(params)
+    return benchmark_stage(params, family)
 
 
-def _attach_to_training_run(params: Params, path, artifact_path: str) -> None:  # type: ignore[no-untyped-def]
+def label_mal(params: Params) -> dict[str, float]:
+    """Label the train boxes with the trained MAL: ``labels/mal`` (COCO with RLE, one mask PNG per image)."""
+    from components.labeling.pipeline import label_stage
+
+    return label_stage(params)
+
+
+def _attach_to_training_run(params: Params, family: str, path, artifact_path: str) -> None:  # type: ignore[no-untyped-def]
     """Log a deploy artifact into the training run, where registry model versions point."""
     import mlflow
 
-    from components.training.train_segment import training_run
+    from components.training.train import training_run
 
-    run = training_run(params)
+    run = training_run(params, family)
     if not run or not path.is_file():
         return
     mlflow.set_tracking_uri(run["tracking_uri"])

@@ -92,15 +92,19 @@ def build_rows(
 
 
 def registry_decision(params: Params) -> str:
-    """One sentence on the registry gate's last decision ('' when register has not run here)."""
+    """One line per family on the registry gate's last decision ('' when no register stage ran here)."""
+    from components.models.family import FAMILY_MODULES
     from components.registry import decision_path
 
-    path = decision_path(params)
-    if not path.is_file():
-        return ""
-    record: dict[str, Any] = json.loads(path.read_text())
-    verdict = "promoted to champion" if record["decision"]["promote"] else "not promoted"
-    return f"{record['model']} v{record['version']}: {verdict} ({record['decision']['reason']})"
+    lines = []
+    for family in FAMILY_MODULES:
+        path = decision_path(params, family)
+        if not path.is_file():
+            continue
+        record: dict[str, Any] = json.loads(path.read_text())
+        verdict = "promoted to champion" if record["decision"]["promote"] else "not promoted"
+        lines.append(f"{record['model']} v{record['version']}: {verdict} ({record['decision']['reason']})")
+    return "\n".join(lines)
 
 
 def render_text(rows: Sequence[SummaryRow], decision: str, parent_url: str, tracking: str = "") -> str:

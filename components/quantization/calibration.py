@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from onnxruntime.quantization import CalibrationDataReader
 
+from components.models.changenet.data import ChangeSegmentDataset
 from components.models.changenet.model import ONNX_INPUT_NAMES
-from components.training.segment_data import ChangeSegmentDataset
 
 CALIBRATION_SPLIT = "train"
 CALIBRATION_STREAM = 2
@@ -33,26 +33,46 @@ def calibration_indices(num_items: int, count: int, seed: int) -> list[int]:
 
 
 class CalibrationSet:
-    """The calibration pairs: ``test``/``golden`` stacks ``(N, 3, H, W)`` in [0, 1] and their names."""
+    """Calibration samples of any model family: one ``(N, C, H, W)`` stack per ONNX input, in [0, 1].
 
-    def __init__(self, datasets_dir: Path | str, count: int, seed: int, split: str = CALIBRATION_SPLIT) -> None:
-        dataset = ChangeSegmentDataset(datasets_dir, split, augment=None, seed=seed)
-        self.indices = calibration_indices(len(dataset), count, seed)
-        items = [dataset[i] for i in self.indices]
-        self.names: list[str] = [it["name"] for it in items]
-        self.test = torch.stack([it["test"] for it in items])
-        self.golden = torch.stack([it["golden"] for it in items])
+    ``inputs`` line up with ``input_names`` (the exported graph's inputs); ``names`` say which
+    samples they are (for the sidecar and for people). Families build them with
+    :meth:`ModelFamily.calibration_inputs`, each with a seeded draw from its train split.
+    """
+
+    def __init__(
+        self, inputs: tuple[torch.Tensor, ...], input_names: tuple[str, ...], names: list[str] | None = None
+    ) -> None:
+        if len(inputs) != len(input_names) or not inputs or any(len(x) != len(inputs[0]) for x in inputs):
+            raise ValueError(f"calibration needs one equally long stack per input {list(input_names)}")
+        self.inputs = tuple(inputs)
+        self.input_names = tuple(input_names)
+        self.names: list[str] = list(names) if names is not None else [str(i) for i in range(len(inputs[0]))]
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def batches(self, batch_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(test, golden)`` batches in a fixed order (modelopt's forward loop uses these)."""
+    def batches(self, batch_size: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Input batches in a fixed order (modelopt's forward loop uses these)."""
         for start in range(0, len(self), batch_size):
-            yield self.test[start : start + batch_size], self.golden[start : start + batch_size]
+            yield tuple(x[start : start + batch_size] for x in self.inputs)
 
     def onnx_reader(self, batch_size: int = 1) -> OnnxCalibrationReader:
         return OnnxCalibrationReader(self, batch_size)
+
+
+def segment_calibration(
+    datasets_dir: Path | str, count: int, seed: int, split: str = CALIBRATION_SPLIT
+) -> CalibrationSet:
+    """ChangeNet-Segmentation's calibration: ``count`` seeded train pairs, un-augmented."""
+    dataset = ChangeSegmentDataset(datasets_dir, split, augment=None, seed=seed)
+    indices = calibration_indices(len(dataset), count, seed)
+    items = [dataset[i] for i in indices]
+    return CalibrationSet(
+        (torch.stack([it["test"] for it in items]), torch.stack([it["golden"] for it in items])),
+        ONNX_INPUT_NAMES,
+        [it["name"] for it in items],
+    )
 
 
 class OnnxCalibrationReader(CalibrationDataReader):
@@ -65,19 +85,19 @@ class OnnxCalibrationReader(CalibrationDataReader):
     def __init__(self, calibration: CalibrationSet, batch_size: int = 1) -> None:
         self.calibration = calibration
         self.batch_size = batch_size
-        self._iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._iter: Iterator[tuple[torch.Tensor, ...]] | None = None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._iter is None:
             self._iter = self.calibration.batches(self.batch_size)
         try:
-            test, golden = next(self._iter)
+            batch = next(self._iter)
         except StopIteration:
             return None
-        return {ONNX_INPUT_NAMES[0]: test.numpy(), ONNX_INPUT_NAMES[1]: golden.numpy()}
+        return {name: x.numpy() for name, x in zip(self.calibration.input_names, batch, strict=True)}
 
     def rewind(self) -> None:
         self._iter = None
 
 
-__all__ = ["CALIBRATION_SPLIT", "CalibrationSet", "OnnxCalibrationReader", "calibration_indices"]
+__all__ = ["CALIBRATION_SPLIT", "CalibrationSet", "OnnxCalibrationReader", "calibration_indices", "segment_calibration"]

@@ -1,9 +1,9 @@
-"""Judge a quantized model: val metrics with the FP32 model's own code, IoU drop, promotion flag.
+"""Judge a quantized model: val metrics with the FP32 model's own code, gate-metric drop, promotion flag.
 
 Every quantized model, whatever runs it (onnxruntime session, torchao module), goes through
-:func:`components.evaluation.evaluate_segment.evaluate_model`, the function that measured the
-FP32 checkpoint, on the same val split and threshold. So the reported drop is the quantization's
-alone. A model losing more than ``quantize.iou_tolerance`` change-IoU is marked not promotable
+its family's :meth:`~components.models.family.ModelFamily.evaluate`, the function that measured
+the FP32 checkpoint, on the same val split and threshold. So the reported drop is the quantization's
+alone. A model losing more than ``quantize.iou_tolerance`` of the family's gate metric (ChangeNet: change-IoU; MAL: mIoU) is marked not promotable
 in its sidecar (``<model>.json``, key ``promotable``) and in the metrics
 (``quantize/<backend>/within_tolerance`` = 0); the registry must not promote it.
 """
@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from components.config import Params
-from components.evaluation.evaluate_segment import evaluate_model
 from components.export.onnx_export import sidecar_path
 from components.fsutil import write_json
-from components.training.segment_data import ChangeSegmentDataset
+from components.models.family import ModelFamily
 
 REPORTED = ("iou", "f1", "precision", "recall", "miou", "image_auroc", "pixel_ap")
 """Val metrics copied into ``quantize.json`` per backend (the sidecar holds all of them)."""
 
 
-def evaluate_runner(runner: Any, dataset: ChangeSegmentDataset, params: Params) -> dict[str, float]:
-    """All val metrics of ``runner`` (a model or any ``(test, golden) -> logits`` callable with ``eval()``)."""
-    metrics, _ = evaluate_model(
-        runner, dataset, params.segment.eval.threshold, params.segment.eval.batch_size, params.segment.model.num_classes
-    )
-    return {key: float(value) for key, value in metrics.compute().items()}
+def evaluate_runner(family: ModelFamily, runner: Any, params: Params, split: str = "val") -> dict[str, float]:
+    """All ``split`` metrics of ``runner`` (the model, or any callable with its signature and ``eval()``)."""
+    return {key: float(value) for key, value in family.evaluate(runner, params, split).items()}
 
 
 def judge(quantized_iou: float, fp32_iou: float, tolerance: float) -> tuple[float, bool]:
@@ -45,12 +41,15 @@ def record_result(
     model_path: Path,
     info: dict[str, Any],
     val_metrics: dict[str, float] | None,
-    fp32_iou: float,
+    fp32_value: float,
     tolerance: float,
+    gate: str = "iou",
     skipped: str | None = None,
 ) -> dict[str, float]:
     """Write ``<model>.json`` with the verdict and return the ``quantize/<key>/...`` metrics.
 
+    ``gate``: the family's gate metric; its drop from ``fp32_value`` is judged against ``tolerance``
+    and recorded as ``quantize/<key>/iou_drop`` whatever the metric, the key the registry reads.
     ``skipped``: why the model could not be evaluated here (e.g. FP8 on a CPU). It then gets no
     numbers at all, never invented ones, and is not promotable.
     """
@@ -63,7 +62,8 @@ def record_result(
     sidecar: dict[str, Any] = {
         **info,
         "model": model_path.name,
-        "fp32_val_iou": _json_float(fp32_iou),
+        "gate_metric": gate,
+        f"fp32_val_{gate}": _json_float(fp32_value),
         "iou_tolerance": tolerance,
         "size_mb": _json_float(size_mb),
     }
@@ -72,7 +72,7 @@ def record_result(
         metrics[f"{prefix}/evaluated"] = 0.0
         metrics[f"{prefix}/within_tolerance"] = 0.0
     else:
-        drop, within = judge(val_metrics.get("iou", math.nan), fp32_iou, tolerance)
+        drop, within = judge(val_metrics.get(gate, math.nan), fp32_value, tolerance)
         sidecar.update(
             {
                 "evaluated": True,
@@ -83,7 +83,7 @@ def record_result(
             }
         )
         metrics[f"{prefix}/evaluated"] = 1.0
-        metrics.update({f"{prefix}/val_{k}": val_metrics[k] for k in REPORTED if k in val_metrics})
+        metrics.update({f"{prefix}/val_{k}": val_metrics[k] for k in (gate, *REPORTED) if k in val_metrics})
         metrics[f"{prefix}/iou_drop"] = drop
         metrics[f"{prefix}/within_tolerance"] = float(within)
     write_json(sidecar_path(model_path), sidecar)

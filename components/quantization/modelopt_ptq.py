@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.export.onnx_export import SegmentExportWrapper, assert_self_contained
+from components.export.onnx_export import assert_self_contained
 from components.export.static_padding import freeze_same_padding
 from components.models.changenet.model import ONNX_INPUT_NAMES
 from components.quantization.calibration import CalibrationSet
@@ -34,9 +34,10 @@ from components.quantization.calibration import CalibrationSet
 CALIBRATION_BATCH = 4
 FLOAT_PATTERNS: tuple[str, ...] = ("*backbone*",)
 """Quantizers disabled: the backbone, whose INT8 noise reads as false change (see
-:data:`components.quantization.onnxruntime_ptq.FLOAT_SCOPES`); ModelOpt's default config, which
+:data:`components.models.changenet.family.FLOAT_SCOPES`); ModelOpt's default config, which
 quantizes it too, lost 15 points of change-IoU on the transistor checkpoint."""
-FILENAMES = {"int8": "segment_modelopt_int8.onnx", "fp8": "segment_modelopt_fp8.onnx"}
+FILENAMES = {"int8": "modelopt_int8.onnx", "fp8": "modelopt_fp8.onnx"}
+"""File names after the family prefix (``<family>_modelopt_int8.onnx``)."""
 
 
 class ModelOptError(RuntimeError):
@@ -59,7 +60,7 @@ def modelopt_config(fmt: str, per_channel: bool) -> dict[str, Any]:
         for entry in entries:
             if entry.get("quantizer_name") == "*weight_quantizer" and isinstance(entry.get("cfg"), dict):
                 entry["cfg"]["axis"] = None
-    # Later entries win: keep the Siamese backbone float, as the onnxruntime recipe does (FLOAT_SCOPES).
+    # Later entries win: keep the Siamese backbone float, as the onnxruntime recipe does (changenet FLOAT_SCOPES).
     entries.extend({"quantizer_name": pattern, "enable": False} for pattern in FLOAT_PATTERNS)
     return config
 
@@ -76,8 +77,12 @@ def quantize_modelopt(
     fmt: str = "int8",
     per_channel: bool = True,
     opset: int = 17,
+    input_names: tuple[str, ...] = ONNX_INPUT_NAMES,
+    output_names: tuple[str, ...] = ("output_final",),
 ) -> dict[str, Any]:
-    """Quantize a copy of ``model`` (a ``ChangeNetSegment``) and export it to ``out_path``.
+    """Quantize a copy of ``model`` (a family's export module) and export it to ``out_path``.
+
+    ``model`` takes the inputs of ``calibration`` and returns the outputs named ``output_names``.
 
     ``model`` itself is left untouched. Returns a description for the model's sidecar.
     """
@@ -85,15 +90,14 @@ def quantize_modelopt(
 
     out_path = Path(out_path)
     started = time.perf_counter()
-    height, width = calibration.test.shape[-2:]
-    example = (calibration.test[:2].clone(), calibration.golden[:2].clone())
+    example = tuple(x[:2].clone() for x in calibration.inputs)
     # Same constant padding as the FP32 export, so the two graphs differ only by Q/DQ.
     work, _ = freeze_same_padding(copy.deepcopy(model).eval(), example)
 
     def forward_loop(module: nn.Module) -> None:
         with torch.no_grad():
-            for test, golden in calibration.batches(CALIBRATION_BATCH):
-                module(test, golden)
+            for batch in calibration.batches(CALIBRATION_BATCH):
+                module(*batch)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.tmp-", suffix=".onnx", dir=out_path.parent)
@@ -103,15 +107,14 @@ def quantize_modelopt(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantized = mtq.quantize(work, modelopt_config(fmt, per_channel), forward_loop)
-            wrapper = SegmentExportWrapper(quantized, side_outputs=False).eval()
-            dynamic = {name: {0: "batch"} for name in (*ONNX_INPUT_NAMES, "output_final")}
+            dynamic = {name: {0: "batch"} for name in (*input_names, *output_names)}
             with torch.no_grad():
                 torch.onnx.export(
-                    wrapper,
+                    quantized.eval(),
                     example,
                     str(tmp),
-                    input_names=list(ONNX_INPUT_NAMES),
-                    output_names=["output_final"],
+                    input_names=list(input_names),
+                    output_names=list(output_names),
                     dynamic_axes=dynamic,
                     opset_version=opset,
                     do_constant_folding=True,
@@ -144,7 +147,7 @@ def quantize_modelopt(
         "calibration_method": "max",
         "enabled_quantizers": quantizers,
         "float_patterns": list(FLOAT_PATTERNS),
-        "image_size": [int(height), int(width)],
+        "image_size": [int(example[0].shape[-2]), int(example[0].shape[-1])],
         "runs_in_onnxruntime": runs_in_onnxruntime(fmt),
         "seconds": time.perf_counter() - started,
     }

@@ -3,13 +3,13 @@
 Two variants come out of one calibration sample, because the best Q/DQ graph for TensorRT is
 not the best one for onnxruntime on an x86 CPU:
 
-``tensorrt`` -> ``segment_int8_qdq.onnx``
+``tensorrt`` -> ``<family>_int8_qdq.onnx``
     Symmetric INT8 activations and weights (S8S8, zero points 0), per-channel weights, Q/DQ
     format, graph structure as exported. TensorRT only accepts symmetric Q/DQ. onnxruntime CPU
     runs it correctly (so its accuracy is measured here) but no faster than FP32: its x86
     integer kernels are built around unsigned activations.
 
-``cpu`` -> ``segment_int8_cpu.onnx``
+``cpu`` -> ``<family>_int8_cpu.onnx``
     Unsigned asymmetric activations with signed symmetric weights (U8S8), what onnxruntime's
     x86 kernels (VNNI ``vpdpbusd``) compute natively, plus exact graph rewrites
     (:mod:`components.quantization.onnx_rewrite`): ``ConvTranspose`` as sub-pixel convolution
@@ -18,7 +18,8 @@ not the best one for onnxruntime on an x86 CPU:
     SAME pads folded into their convolutions. ``reduce_range`` stays off: it exists for pre-VNNI
     CPUs, whose 16-bit intermediate sums can saturate; on VNNI it only costs weight precision.
 
-Both keep :data:`FLOAT_SCOPES` (the input path and the backbone) in float: see there why.
+Both keep the family's ``quantization_float_scopes`` in float (ChangeNet: the input path and
+the Siamese backbone; see :mod:`components.models.changenet.family` for why).
 Both start with ``quant_pre_process`` (symbolic shape inference and onnxruntime's basic graph
 optimizations), so that BatchNorms are folded before calibration and every activation has the
 shape information the quantizer needs.
@@ -63,6 +64,7 @@ class OrtVariant:
     key: str
     """Metric key part: ``quantize/<key>/...``."""
     filename: str
+    """File name after the family prefix (``<family>_<filename>``)."""
     target: str
     """Runtime the graph is shaped for (``tensorrt`` or ``onnxruntime-cpu``)."""
     unsigned_activations: bool
@@ -70,39 +72,27 @@ class OrtVariant:
     shifted_sum_classifier: bool = False
     reduce_range: bool = False
     float_scopes: tuple[str, ...] = ()
-    """Node-name scopes kept in float (see :data:`FLOAT_SCOPES`)."""
+    """Node-name scopes kept in float: a name prefix, or ``"input"`` for :data:`INPUT_SCOPE`. The
+    model family decides (``ModelFamily.quantization_float_scopes``)."""
     extra_options: dict[str, Any] = field(default_factory=dict)
 
 
-BACKBONE_SCOPE = "/model/backbone/"
 INPUT_SCOPE = re.compile(r"^/model/[A-Za-z]+(_\d+)?$")
 """Nodes of ``ChangeNetSegment.forward`` itself: pixel normalisation, the test/golden concat, feature slicing."""
-FLOAT_SCOPES: tuple[str, ...] = (BACKBONE_SCOPE, "input")
-"""What stays float: the raw-pixel input path and the shared Siamese backbone.
-
-The change signal is the *difference* of two backbone embeddings of nearly identical images.
-Quantization noise in the backbone is not common to both (two slightly different inputs round
-differently), so it reaches the decoder as false change: on the MVTec transistor checkpoint an
-all-INT8 graph lost 12 (U8S8) to 16 (S8S8) points of change-IoU, the decoder-only INT8 graph
-0.1-0.2 points. The decoder holds ~90% of the FLOPs at 256x256, so most of the speed remains.
-"""
-
 TENSORRT_VARIANT = OrtVariant(
     key="onnxruntime",
-    filename="segment_int8_qdq.onnx",
+    filename="int8_qdq.onnx",
     target="tensorrt",
     unsigned_activations=False,
     subpixel_upsampling=False,
-    float_scopes=FLOAT_SCOPES,
 )
 CPU_VARIANT = OrtVariant(
     key="onnxruntime_cpu",
-    filename="segment_int8_cpu.onnx",
+    filename="int8_cpu.onnx",
     target="onnxruntime-cpu",
     unsigned_activations=True,
     subpixel_upsampling=True,
     shifted_sum_classifier=True,
-    float_scopes=FLOAT_SCOPES,
 )
 VARIANTS: tuple[OrtVariant, ...] = (TENSORRT_VARIANT, CPU_VARIANT)
 

@@ -28,10 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.config import SegmentModelParams
-from components.models.changenet.model import ChangeNetSegment
-
-FILENAME = "segment_torchao_int8wo.pt"
+FILENAME = "torchao_int8wo.pt"
+"""File name after the family prefix (``<family>_torchao_int8wo.pt``)."""
 FORMAT = "inspectops-torchao-int8-weight-only"
 CONFIG_NAME = "IntxWeightOnlyConfig(weight_dtype=int8, granularity=PerAxis(0))"
 
@@ -65,12 +63,13 @@ def apply_int8_weight_only(model: nn.Module) -> list[str]:
 
 
 def quantize_torchao(
-    model: nn.Module, model_hparams: dict[str, Any], out_path: Path | str
+    model: nn.Module, model_hparams: dict[str, Any], out_path: Path | str, family: str = "segment"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Quantize a copy of ``model`` and save it to ``out_path``; returns the copy and a sidecar description.
 
-    ``model_hparams``: the ``segment.model`` section the model was built from (stored in the file
-    so that :func:`load_torchao_model` can rebuild the architecture).
+    ``model_hparams``: the model section the model was built from, stored in the file with the
+    ``family`` name so that :func:`load_torchao_model` can rebuild the architecture
+    (:meth:`ModelFamily.build_model`).
     """
     out_path = Path(out_path)
     started = time.perf_counter()
@@ -78,6 +77,7 @@ def quantize_torchao(
     layers = apply_int8_weight_only(quantized)
     payload = {
         "format": FORMAT,
+        "family": family,
         "config": CONFIG_NAME,
         "model": dict(model_hparams),
         "quantized_layers": layers,
@@ -123,8 +123,9 @@ def load_torchao_model(path: Path | str) -> nn.Module:
         raise TorchAOError(f"{path}: not a readable torch file ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TorchAOError(f"{path}: not an inspectops torchao model (format {FORMAT!r})")
-    params = SegmentModelParams.model_validate(payload["model"]).model_copy(update={"pretrained": "none"})
-    model = ChangeNetSegment.from_params(params).eval()
+    from components.models.family import get_family
+
+    model = get_family(payload.get("family", "segment")).build_model(payload["model"]).eval()
     apply_int8_weight_only(model)
     try:
         model.load_state_dict(payload["state_dict"], assign=True)

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, TINY_SYNTHETIC
+from tests.conftest import REPO_ROOT, TINY_MAL, TINY_SYNTHETIC
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -41,6 +41,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["synthetic"].update(TINY_SYNTHETIC)
     params["data"]["image_size"] = 64
+    params["mal"] = {key: {**params["mal"][key], **value} for key, value in TINY_MAL.items()}
     params["tracking"]["tracking_uri"] = f"sqlite:///{root.parent / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny params"], root)
@@ -140,7 +141,9 @@ def test_two_experiments_are_compared_through_dvc(clone: Path) -> None:
         "segment.train.batch_size=4",
     ]
     for name, epochs in (("one-epoch", 1), ("two-epochs", 2)):
-        _run(["dvc", "exp", "run", "-n", name, *tiny, "-S", f"segment.train.epochs={epochs}", "evaluate"], clone)
+        _run(
+            ["dvc", "exp", "run", "-n", name, *tiny, "-S", f"segment.train.epochs={epochs}", "evaluate_segment"], clone
+        )
 
     rows = _exp_rows(clone)
     assert {"one-epoch", "two-epochs"} <= set(rows)

@@ -66,8 +66,8 @@ def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_
 
     params_path = write_params(tmp_path, segment=TINY_SEGMENT)
     results = pipeline_flow(params_path=str(params_path))
-    assert {"train", "evaluate", "register"} <= set(results)
-    assert results["register"]["register/promoted"] == 1.0
+    assert {"train_segment", "evaluate_segment", "register_segment", "train_mal", "label_mal"} <= set(results)
+    assert results["register_segment"]["register/promoted"] == 1.0
 
     params = load_params(params_path)
     client = mlflow.MlflowClient()
@@ -77,6 +77,6 @@ def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_
 
     runs = _runs(params_path)
     parent = next(r for r in runs if r.data.tags.get("kind") == "pipeline")
-    train = next(r for r in runs if r.data.tags.get("stage") == "train")
+    train = next(r for r in runs if r.data.tags.get("stage") == "train_segment")
     assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert "final/val/iou" in train.data.metrics  # evaluate adds its numbers to the training run

@@ -11,6 +11,8 @@ import timm
 import torch
 
 from components.config import SegmentModelParams, SegmentTrainParams
+from components.models.backbones import pretrained as pretrained_mod
+from components.models.backbones.fan import FAN_VARIANTS
 from components.models.changenet import (
     ONNX_INPUT_NAMES,
     ONNX_OUTPUT_NAMES,
@@ -19,8 +21,6 @@ from components.models.changenet import (
     PretrainedWeightsError,
     build_backbone,
 )
-from components.models.changenet import pretrained as pretrained_mod
-from components.models.changenet.fan import FAN_VARIANTS
 
 SIZE = 64
 FAN_PUBLISHED_PARAMS_M = {

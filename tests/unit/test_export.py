@@ -15,11 +15,11 @@ from torch import nn
 
 from components.config import ExportParams, Params, SegmentModelParams, SegmentTrainParams, parse_params
 from components.export import ExportError, OnnxSegmentModel, export_segment_onnx, parity_pairs_from_dataset
-from components.export.stage import FP32_ONNX, deploy_dir, export_stage
+from components.export.stage import export_stage, fp32_onnx_path
 from components.export.static_padding import freeze_same_padding
+from components.models.changenet.data import ChangeSegmentDataset
 from components.models.changenet.model import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES, ChangeNetSegment
-from components.training.segment_data import ChangeSegmentDataset
-from components.training.segment_module import ChangeSegmentModule
+from components.models.changenet.module import ChangeSegmentModule
 from tests.conftest import tiny_params_dict
 
 SIZE = 64
@@ -187,10 +187,10 @@ def test_frozen_same_padding_is_exact_and_leaves_no_shape_arithmetic(tmp_path: P
 
 def test_export_stage_writes_model_sidecar_and_metrics(tmp_path: Path) -> None:
     params = make_project(tmp_path, export={"parity_samples": 3})
-    metrics = export_stage(params)
-    model_path = deploy_dir(params) / FP32_ONNX
+    metrics = export_stage(params, "segment")
+    model_path = fp32_onnx_path(params, "segment")
     assert model_path.is_file()
-    assert json.loads((params.metrics_dir / "export.json").read_text()) == pytest.approx(metrics)
+    assert json.loads((params.metrics_dir / "segment_export.json").read_text()) == pytest.approx(metrics)
     sidecar = json.loads(model_path.with_suffix(".json").read_text())
     assert sidecar["checkpoint"].endswith("best.ckpt") and sidecar["parity_pairs"] == 3
     val = ChangeSegmentDataset(params.datasets_dir, "val")

@@ -67,30 +67,35 @@ def test_run_records_live_outside_dvc_outputs_and_read_back(tmp_path: Path) -> N
 
 def test_summary_says_what_ran_what_was_cached_and_links_the_runs(tmp_path: Path) -> None:
     params = parse_params(tiny_params_dict(tmp_path))
-    stages = [get_stage(name) for name in ("prepare", "train", "evaluate", "register")]
+    stages = [get_stage(name) for name in ("prepare", "train_segment", "evaluate_segment", "register_segment")]
     _record(params, "prepare", "run-prep-0001", {"segment/train": 40.0})
-    _record(params, "train", "run-train-0001", {"train/best_val_iou": 0.61, "train/epochs": 3.0})
-    _record(params, "register", "run-reg-00001", {"register/version": 2.0, "register/promoted": 1.0})
+    _record(params, "train_segment", "run-train-0001", {"train/best_val_iou": 0.61, "train/epochs": 3.0})
+    _record(params, "register_segment", "run-reg-00001", {"register/version": 2.0, "register/promoted": 1.0})
     results = {
         "prepare": {"prepare/cached": 1.0, "prepare/wall_seconds": 1.2, "segment/train": 40.0, "segment/val": 17.0},
-        "train": {"train/cached": 0.0, "train/wall_seconds": 95.4, "train/best_val_iou": 0.61, "train/epochs": 3.0},
+        "train_segment": {
+            "train_segment/cached": 0.0,
+            "train_segment/wall_seconds": 95.4,
+            "train/best_val_iou": 0.61,
+            "train/epochs": 3.0,
+        },
     }
-    rows = summary.build_rows(stages, results, params, failed_stage="evaluate")
+    rows = summary.build_rows(stages, results, params, failed_stage="evaluate_segment")
     by = {row.stage: row for row in rows}
     assert (by["prepare"].status, by["prepare"].run_is_earlier) == ("cached", True)
     assert by["prepare"].key_metrics == "segment/train 40, segment/val 17"
-    assert (by["train"].status, by["train"].seconds) == ("ran", 95.4)
-    assert by["train"].key_metrics == "train/best_val_iou 0.61, train/epochs 3"
-    assert by["train"].run_url == run_url(params.tracking.tracking_uri or "", "4", "run-train-0001")
-    assert (by["evaluate"].status, by["evaluate"].run_url) == ("failed", "")
-    assert by["register"].status == "not run"
+    assert (by["train_segment"].status, by["train_segment"].seconds) == ("ran", 95.4)
+    assert by["train_segment"].key_metrics == "train/best_val_iou 0.61, train/epochs 3"
+    assert by["train_segment"].run_url == run_url(params.tracking.tracking_uri or "", "4", "run-train-0001")
+    assert (by["evaluate_segment"].status, by["evaluate_segment"].run_url) == ("failed", "")
+    assert by["register_segment"].status == "not run"
 
     text = summary.render_text(rows, "m v2: promoted", "http://x/#/p", "sqlite:///mlflow.db")
     assert "run-trai" in text and "(earlier)" in text and "Registry: m v2: promoted" in text
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in text
     assert max(len(line) for line in text.splitlines() if line.startswith(("┃", "│"))) <= 120
     markdown = summary.render_markdown(rows, "", "http://x/#/p", "failed")
-    assert "| train | ran | 95 | train/best_val_iou 0.61, train/epochs 3 | [run](" in markdown
+    assert "| train_segment | ran | 95 | train/best_val_iou 0.61, train/epochs 3 | [run](" in markdown
     assert "| prepare | cached | 1 |" in markdown and "[earlier run](" in markdown
 
 
@@ -101,7 +106,7 @@ def test_registry_decision_reads_the_gate_record(tmp_path: Path) -> None:
     params = parse_params(tiny_params_dict(tmp_path))
     assert summary.registry_decision(params) == ""
     write_json(
-        decision_path(params),
+        decision_path(params, "segment"),
         {"model": "m", "version": "3", "decision": {"promote": False, "reason": "val IoU 50 < champion v2 60"}},
     )
     assert summary.registry_decision(params) == "m v3: not promoted (val IoU 50 < champion v2 60)"

@@ -19,7 +19,7 @@ from torch import nn
 from components.config import Params
 from components.export import OnnxSegmentModel, create_session
 from components.export.stage import DeployStageError, deploy_dir, export_stage, quantize_stage
-from components.quantization.calibration import CalibrationSet, calibration_indices
+from components.quantization.calibration import calibration_indices, segment_calibration
 from components.quantization.evaluate import judge, record_result
 from components.quantization.onnx_rewrite import (
     convtranspose_to_subpixel,
@@ -57,8 +57,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Params:
         export={"parity_samples": 2},
         quantize={"backends": ["onnxruntime", "modelopt", "torchao"], "calibration_samples": 4},
     )
-    export_stage(params)
-    quantize_stage(params)
+    export_stage(params, "segment")
+    quantize_stage(params, "segment")
     return params
 
 
@@ -93,7 +93,7 @@ def test_calibration_sample_is_seeded_distinct_and_sorted() -> None:
 
 def test_calibration_reads_train_pairs_and_feeds_onnx_names(tmp_path: Path) -> None:
     params = make_project(tmp_path)
-    calibration = CalibrationSet(params.datasets_dir, 3, params.seed)
+    calibration = segment_calibration(params.datasets_dir, 3, params.seed)
     assert len(calibration) == 3 and all(
         name.endswith(("_000", "_001", "_002", "_003", "_004")) for name in calibration.names
     )
@@ -208,7 +208,7 @@ def test_onnx_variants_are_int8_qdq_of_the_right_kind(project: Params) -> None:
 
 
 def test_each_backend_is_evaluated_against_fp32(project: Params) -> None:
-    metrics = json.loads((project.metrics_dir / "quantize.json").read_text())
+    metrics = json.loads((project.metrics_dir / "segment_quantize.json").read_text())
     assert "quantize/fp32/val_iou" in metrics
     for key, name in QUANT_FILES.items():
         assert metrics[f"quantize/{key}/evaluated"] == 1.0
@@ -259,13 +259,13 @@ def test_forced_drop_flips_the_flag_and_blocks_promotion(tmp_path: Path, monkeyp
     real = evaluate_mod.evaluate_runner
     calls: list[int] = []
 
-    def fp32_looks_perfect(runner: object, dataset: object, p: Params) -> dict[str, float]:
-        values = real(runner, dataset, p)  # type: ignore[arg-type]
+    def fp32_looks_perfect(family: object, runner: object, p: Params, split: str = "val") -> dict[str, float]:
+        values = real(family, runner, p, split)  # type: ignore[arg-type]
         calls.append(1)
         return {**values, "iou": 1.0} if len(calls) == 1 else {**values, "iou": 0.5}
 
     monkeypatch.setattr(evaluate_mod, "evaluate_runner", fp32_looks_perfect)
-    metrics = quantize_stage(params)
+    metrics = quantize_stage(params, "segment")
     assert metrics["quantize/torchao/iou_drop"] == pytest.approx(0.5)
     assert metrics["quantize/torchao/within_tolerance"] == 0.0
     sidecar = json.loads((deploy_dir(params) / "segment_torchao_int8wo.json").read_text())
@@ -283,9 +283,9 @@ def test_unevaluated_model_is_never_promotable(tmp_path: Path) -> None:
 
 
 def test_single_backend_run_keeps_the_other_backends_numbers(project: Params) -> None:
-    before = json.loads((project.metrics_dir / "quantize.json").read_text())
-    quantize_stage(project, backend="torchao")
-    after = json.loads((project.metrics_dir / "quantize.json").read_text())
+    before = json.loads((project.metrics_dir / "segment_quantize.json").read_text())
+    quantize_stage(project, "segment", backend="torchao")
+    after = json.loads((project.metrics_dir / "segment_quantize.json").read_text())
     assert after["quantize/onnxruntime/val_iou"] == before["quantize/onnxruntime/val_iou"]
     assert after["quantize/modelopt/val_iou"] == before["quantize/modelopt/val_iou"]
 
@@ -293,16 +293,16 @@ def test_single_backend_run_keeps_the_other_backends_numbers(project: Params) ->
 def test_unknown_backend_and_missing_export_are_named(tmp_path: Path) -> None:
     params = make_project(tmp_path)
     with pytest.raises(DeployStageError, match="unknown quantization backend"):
-        quantize_stage(params, backend="tensorrt")
+        quantize_stage(params, "segment", backend="tensorrt")
     with pytest.raises(DeployStageError, match=r"segment_fp32\.onnx: FP32 ONNX model not found"):
-        quantize_stage(params, backend="onnxruntime")
+        quantize_stage(params, "segment", backend="onnxruntime")
 
 
 def test_modelopt_fp8_is_exported_but_not_evaluated_on_cpu(tmp_path: Path) -> None:
     params = make_project(
         tmp_path, quantize={"backends": ["modelopt"], "modelopt_format": "fp8", "calibration_samples": 2}
     )
-    metrics = quantize_stage(params)
+    metrics = quantize_stage(params, "segment")
     path = deploy_dir(params) / "segment_modelopt_fp8.onnx"
     assert path.is_file()
     assert metrics["quantize/modelopt/evaluated"] == 0.0 and "quantize/modelopt/val_iou" not in metrics

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from components.config import AugmentParams
-from components.training.segment_data import (
+from components.models.changenet.data import (
     ChangeSegmentDataset,
     EpochSeededSampler,
     SegmentDataError,

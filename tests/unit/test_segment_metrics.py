@@ -10,9 +10,15 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from components.evaluation import SegmentationMetrics, format_metrics, overlay, parse_sample_name, to_percent
-from components.evaluation.segment_metrics import best_f1_threshold, rank_auroc
-from components.evaluation.visualize import _plot_with_pil, mask_outline
+from components.evaluation.visualize import _plot_with_pil, mask_outline, overlay
+from components.models.changenet.metrics import (
+    SegmentationMetrics,
+    best_f1_threshold,
+    format_metrics,
+    parse_sample_name,
+    rank_auroc,
+    to_percent,
+)
 
 # 4x4 case: truth is the centre 2x2 square; four pixels reach 0.5.
 TRUTH = np.array(

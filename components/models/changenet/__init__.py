@@ -3,7 +3,8 @@
 Pure torch + timm; the Lightning module, training loop and export live elsewhere.
 """
 
-from components.models.changenet.backbones import FeaturePyramid, build_backbone
+from components.models.backbones.pretrained import PretrainedWeightsError
+from components.models.backbones.pyramid import FeaturePyramid, build_backbone
 from components.models.changenet.losses import DeepSupervisionLoss
 from components.models.changenet.model import (
     ONNX_INPUT_NAMES,
@@ -11,7 +12,6 @@ from components.models.changenet.model import (
     OUTPUT_NAMES,
     ChangeNetSegment,
 )
-from components.models.changenet.pretrained import PretrainedWeightsError
 
 __all__ = [
     "ONNX_INPUT_NAMES",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from components.models.changenet.backbones import FeaturePyramid, PretrainedSource, build_backbone
+from components.models.backbones.pyramid import FeaturePyramid, PretrainedSource, build_backbone
 from components.models.changenet.decoder import ChangeDecoder
 
 if TYPE_CHECKING:

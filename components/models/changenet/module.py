@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from components.config import SegmentModelParams, SegmentTrainParams
-from components.evaluation.segment_metrics import SegmentationMetrics
+from components.models.changenet.metrics import SegmentationMetrics
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 MONITOR = "val/iou"

@@ -19,8 +19,8 @@ from timm.models import get_pretrained_cfg
 from timm.models._features import FeatureGetterNet
 from torch import nn
 
-from components.models.changenet import fan  # noqa: F401  (registers the FAN hybrids with timm)
-from components.models.changenet.pretrained import (
+from components.models.backbones import fan  # noqa: F401  (registers the FAN hybrids with timm)
+from components.models.backbones.pretrained import (
     PACKAGE_WEIGHTS,
     LoadReport,
     PretrainedWeightsError,

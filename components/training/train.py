@@ -1,12 +1,16 @@
-"""Train Visual ChangeNet-Segmentation with Lightning, tracked as one MLflow run.
+"""Train any model family with Lightning, tracked as one MLflow run: the shared train stage.
 
-Outputs (``<artifacts>/models/segment``): ``best.ckpt`` (highest val change-IoU) and
+The family (:class:`~components.models.family.ModelFamily`) supplies the Lightning module,
+the data module, the trainer knobs and the metric that picks the checkpoint; this module
+owns everything around them: seeding, checkpoints, progress, MLflow, the run record.
+
+Outputs (``<artifacts>/models/<family>``): ``best.ckpt`` (highest ``family.monitor`` on val) and
 ``last.ckpt``. They are written to a staging folder and moved into place only when
 training finishes, so a crash never leaves a half-trained "best" behind. The folder is a
 DVC output and holds only what the inputs determine: no run ids, no absolute paths, so
 the same data and params hash the same on every machine. The MLflow run that trained the
 model (the one evaluate, export and register attach to) is recorded beside, in
-``<artifacts>/runs/segment_model.json``.
+``<artifacts>/runs/<family>_model.json``.
 """
 
 from __future__ import annotations
@@ -24,35 +28,48 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from components.config import Params
 from components.fsutil import write_json
-from components.tracking import ensure_experiment, flatten, git_commit, run_tags, tracking_uri
-from components.training.segment_data import SegmentDataModule
-from components.training.segment_module import MONITOR, ChangeSegmentModule
+from components.models.family import ModelFamily, TrainerSettings, get_family
+from components.models.family import model_dir as family_model_dir
+from components.tracking import ensure_experiment, git_commit, run_tags, tracking_uri
+
+FamilyRef = ModelFamily | str
 
 
-def model_dir(params: Params) -> Path:
-    return params.paths.artifacts_dir / "models" / "segment"
+def _family(family: FamilyRef) -> ModelFamily:
+    return get_family(family) if isinstance(family, str) else family
 
 
-def training_run_path(params: Params) -> Path:
-    """``<artifacts>/runs/segment_model.json``: the MLflow run of the model in :func:`model_dir`."""
-    return params.paths.artifacts_dir / "runs" / "segment_model.json"
+def model_dir(params: Params, family: FamilyRef) -> Path:
+    """``<artifacts>/models/<family>``: the train stage's DVC output."""
+    return family_model_dir(params, family)
 
 
-def training_run(params: Params) -> dict[str, Any]:
-    """The MLflow run record of the current trained model; ``{}`` if absent.
+def training_run_path(params: Params, family: FamilyRef) -> Path:
+    """``<artifacts>/runs/<family>_model.json``: the MLflow run of the model in :func:`model_dir`."""
+    name = family if isinstance(family, str) else family.name
+    return params.paths.artifacts_dir / "runs" / f"{name}_model.json"
+
+
+def training_run(params: Params, family: FamilyRef) -> dict[str, Any]:
+    """The MLflow run record of the family's current trained model; ``{}`` if absent.
 
     The one reader of that file: evaluate, export and register attach their results to this run.
     """
-    path = training_run_path(params)
+    path = training_run_path(params, family)
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def train_metrics_path(params: Params, family: FamilyRef) -> Path:
+    """``<artifacts>/metrics/<family>_train.json``: what DVC compares of a training."""
+    name = family if isinstance(family, str) else family.name
+    return params.metrics_dir / f"{name}_train.json"
 
 
 class EpochReport(Callback):
     """One line per epoch on the console (and so in Prefect's logs): the numbers a person waits for."""
 
-    KEYS = ("train/loss_epoch", "val/loss", "val/iou", "val/f1", "val/precision", "val/recall")
-
-    def __init__(self) -> None:
+    def __init__(self, keys: tuple[str, ...] = ()) -> None:
+        self.keys = keys
         self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -62,7 +79,7 @@ class EpochReport(Callback):
         if not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics
-        shown = "  ".join(f"{key} {float(logged[key]):.4f}" for key in self.KEYS if key in logged)
+        shown = "  ".join(f"{key} {float(logged[key]):.4f}" for key in self.keys if key in logged)
         line = (
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
             f"({time.perf_counter() - self._started:.0f} s)"
@@ -103,8 +120,17 @@ class PortableModelCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the length of its first tensor (dict, tuple or tensor batches)."""
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, list | tuple) else [batch]
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.ndim:
+            return int(value.shape[0])
+    return 0
+
+
 class ThroughputMeter(Callback):
-    """Counts training pairs per second of training-step time (data loading included)."""
+    """Counts training samples (pairs, crops) per second of training-step time (data loading included)."""
 
     def __init__(self) -> None:
         self.pairs = 0
@@ -117,7 +143,7 @@ class ThroughputMeter(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        self.pairs += int(batch["mask"].shape[0]) * trainer.world_size
+        self.pairs += _batch_size(batch) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.seconds += time.perf_counter() - self._started
@@ -127,19 +153,23 @@ class ThroughputMeter(Callback):
         return self.pairs / self.seconds if self.seconds else 0.0
 
 
-def build_trainer(params: Params, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter) -> L.Trainer:
-    t = params.segment.train
+def build_trainer(
+    t: TrainerSettings, monitor: str, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter
+) -> L.Trainer:
     callbacks: list[Callback] = [
-        PortableModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max", save_last=True),
+        PortableModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max"),
+        # ``last.ckpt`` from a checkpoint of its own: since Lightning 2.6, ``save_last=True`` writes
+        # it only on epochs that also save a new best, so a resume would restart from the best epoch.
+        PortableModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1),
         LearningRateMonitor(logging_interval="epoch"),
         meter,
-        EpochReport(),
+        EpochReport(t.report_keys),
         # tqdm, not Lightning's default rich bar: rich draws nothing until the end when its
         # output is a pipe (a pipeline stage under DVC), tqdm's redraws stream through.
         TQDMProgressBar(),
     ]
     if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping_patience))
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     return L.Trainer(
         max_epochs=t.epochs,
@@ -171,25 +201,15 @@ def _quiet_lightning() -> None:
         handler.addFilter(lambda record: "Tip: For seamless cloud" not in record.getMessage())
 
 
-def train_segment(params: Params) -> dict[str, float]:
-    """Fit the model on ``datasets/segment`` train, choose the checkpoint on val change-IoU."""
+def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
+    """Fit ``family``'s model on its train data, keep the checkpoint with the best ``family.monitor``."""
+    family = _family(family)
     _quiet_lightning()
     L.seed_everything(params.seed, workers=True)
-    t = params.segment.train
-    datamodule = SegmentDataModule(
-        root=params.datasets_dir,
-        batch_size=t.batch_size,
-        num_workers=t.num_workers,
-        augment=t.augment,
-        seed=params.seed,
-        eval_batch_size=params.segment.eval.batch_size,
-    )
-    module = ChangeSegmentModule(
-        model=params.segment.model.model_dump(mode="json"),
-        train=t.model_dump(mode="json"),
-        threshold=params.segment.eval.threshold,
-    )
-    out_dir = model_dir(params)
+    settings = family.trainer_settings(params)
+    datamodule = family.build_datamodule(params)
+    module = family.build_module(params)
+    out_dir = model_dir(params, family)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     import mlflow
 
@@ -198,24 +218,19 @@ def train_segment(params: Params) -> dict[str, float]:
     logger = MLFlowLogger(
         experiment_name=params.tracking.experiment,
         tracking_uri=tracking_uri(params),
-        run_name="train-segment",
-        tags=None if active else {**run_tags(params), "stage": "train", "model": "changenet-segment"},
+        run_name=f"train-{family.name}",
+        tags=None if active else {**run_tags(params), "stage": f"train_{family.name}", "model": family.name},
         run_id=active.info.run_id if active else None,
     )
     meter = ThroughputMeter()
-    trainer = build_trainer(params, staging, logger, meter)
+    trainer = build_trainer(settings, family.monitor, staging, logger, meter)
     if trainer.is_global_zero:
         shutil.rmtree(staging, ignore_errors=True)
-        logger.log_hyperparams(
-            {
-                k: v
-                for k, v in flatten(params.model_dump(mode="json")).items()
-                if k.startswith(("seed", "data.", "segment."))
-            }
-        )
+        logger.log_hyperparams(family.hyperparameters(params))
     started = time.perf_counter()
+    resume = str(settings.resume_from) if settings.resume_from else None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(t.resume_from) if t.resume_from else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except BaseException:
         if trainer.is_global_zero:
             shutil.rmtree(staging, ignore_errors=True)
@@ -224,10 +239,11 @@ def train_segment(params: Params) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback
     assert isinstance(checkpoint, ModelCheckpoint)
     best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    best_key = f"train/best_{family.monitor.replace('/', '_')}"
     # What DVC compares (a git-tracked metrics file): only what the inputs reproduce.
-    reproducible = {"train/best_val_iou": best_score, "train/epochs": float(trainer.current_epoch)}
+    reproducible = {best_key: best_score, "train/epochs": float(trainer.current_epoch)}
     # Timings too, for MLflow and the run record.
-    metrics = {**reproducible, "train/seconds": seconds, "train/pairs_per_second": meter.pairs_per_second}
+    metrics = {**reproducible, "train/seconds": seconds, "train/samples_per_second": meter.pairs_per_second}
     if not trainer.is_global_zero:
         return metrics
     if not (staging / "best.ckpt").exists():  # no val epoch finished (e.g. resumed at max_epochs)
@@ -239,17 +255,18 @@ def train_segment(params: Params) -> dict[str, float]:
         "run_id": logger.run_id,
         "experiment_id": logger.experiment_id,
         "tracking_uri": tracking_uri(params),
+        "family": family.name,
         "best_checkpoint": str(out_dir / "best.ckpt"),
-        "best_val_iou": best_score,
+        best_key.removeprefix("train/"): best_score,
         "git_commit": git_commit(),
     }
-    write_json(training_run_path(params), run)
-    _log_model(logger, tracking_uri(params), out_dir, metrics)
-    write_json(params.metrics_dir / "segment_train.json", reproducible)
+    write_json(training_run_path(params, family), run)
+    _log_model(family, logger, tracking_uri(params), out_dir, metrics)
+    write_json(train_metrics_path(params, family), reproducible)
     return metrics
 
 
-def _log_model(logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str, float]) -> None:
+def _log_model(family: ModelFamily, logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str, float]) -> None:
     """Attach the best checkpoint and the model itself to the training run."""
     import mlflow
 
@@ -258,9 +275,7 @@ def _log_model(logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str,
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     client.log_artifact(run_id, str(out_dir / "best.ckpt"), artifact_path="checkpoints")
-    from components.training.segment_module import load_module
-
-    best = load_module(out_dir / "best.ckpt").model
+    best = family.load_module(out_dir / "best.ckpt").model
     mlflow.set_tracking_uri(uri)
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:

@@ -145,7 +145,16 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
     generator, seeded from ``(seed, epoch, index)``.
     """
 
-    def __init__(self, root: Path | str, split: str, augment: AugmentParams | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        split: str,
+        augment: AugmentParams | None = None,
+        seed: int = 0,
+        mask_dir: Path | str | None = None,
+    ) -> None:
+        """``mask_dir``: read each sample's mask as ``<mask_dir>/<name>.png`` instead of the prepared
+        label (e.g. the masks MAL made from boxes, ``segment.train.labels: mal``)."""
         if split not in SPLITS:
             raise SegmentDataError(f"split must be one of {SPLITS}, got {split!r}")
         self.layout = DatasetLayout(Path(root))
@@ -153,6 +162,7 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
+        self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         list_path = self.layout.segment_list(split)
         if not list_path.is_file():
             raise SegmentDataError(f"{list_path}: split list not found (run the prepare stage first)")
@@ -161,10 +171,7 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
             raise SegmentDataError(f"{list_path}: lists no samples")
         # Check every file now: a missing one should stop the run before training, not mid-epoch.
         missing = [
-            path
-            for name in self.names
-            for kind in SEGMENT_KINDS
-            if not (path := self.layout.segment_image(kind, name)).is_file()
+            path for name in self.names for kind in SEGMENT_KINDS if not (path := self._path(kind, name)).is_file()
         ]
         if missing:
             shown = ", ".join(str(p) for p in missing[:5])
@@ -178,10 +185,15 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.names)
 
+    def _path(self, kind: str, name: str) -> Path:
+        if kind == SEGMENT_KINDS[2] and self.mask_dir is not None:
+            return self.mask_dir / f"{name}.png"
+        return self.layout.segment_image(kind, name)
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ``(test HxWx3 uint8, golden HxWx3 uint8, mask HxW bool)`` of sample ``index``."""
         name = self.names[index]
-        paths = [self.layout.segment_image(kind, name) for kind in SEGMENT_KINDS]
+        paths = [self._path(kind, name) for kind in SEGMENT_KINDS]
         try:
             test, golden, mask = read_image(paths[0]), read_image(paths[1]), read_mask(paths[2])
         except ImageReadError as error:
@@ -253,9 +265,13 @@ class SegmentDataModule(L.LightningDataModule):
         augment: AugmentParams | None = None,
         seed: int = 0,
         eval_batch_size: int | None = None,
+        train_mask_dir: Path | str | None = None,
     ) -> None:
+        """``train_mask_dir``: train on these masks instead of the prepared ones (val and test always
+        use the prepared true masks, so models trained either way are judged alike)."""
         super().__init__()
         self.root = Path(root)
+        self.train_mask_dir = train_mask_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
@@ -273,7 +289,7 @@ class SegmentDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage needs; each checks its files once here."""
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = ChangeSegmentDataset(self.root, "train", self.augment, self.seed)
+            self.train_set = ChangeSegmentDataset(self.root, "train", self.augment, self.seed, self.train_mask_dir)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = ChangeSegmentDataset(self.root, "val", None, self.seed)
         if stage in (None, "test") and self.test_set is None and self.has_test:

@@ -1,0 +1,165 @@
+"""MAL as a labeller: the ``label_mal`` stage and ``inspectops label mal``.
+
+The stage labels the *train* boxes of the prepared COCO file (``datasets/coco/train.json``; its
+true masks are never read to make the labels) and writes, under ``<artifacts>/labels/mal/``:
+
+- ``train.json``: the COCO file with an RLE ``segmentation`` and a ``score`` per box, checked by
+  Great Expectations (every mask decodes to its image's size and lies in its box);
+- ``masks/<name>.png``: one 0/255 mask per train pair of the segmentation dataset, the union of
+  the pair's instance masks (empty for a good part). With ``segment.train.labels: mal`` ChangeNet
+  trains on these instead of the painted masks: the label-efficient chain.
+
+How good those labels are is measured against the true train masks *after* labelling
+(``label/train_miou``): a number for people, never an input of anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from components.config import Params
+from components.fsutil import atomic_dir, write_json
+
+if TYPE_CHECKING:
+    from components.labeling.writer import LabelSummary, Predictor
+
+
+def mal_labels_dir(params: Params) -> Path:
+    """``<artifacts>/labels/mal``: the label stage's DVC output."""
+    return params.paths.artifacts_dir / "labels" / "mal"
+
+
+def mal_mask_dir(params: Params) -> Path:
+    """``<artifacts>/labels/mal/masks``: ChangeNet's train masks with ``segment.train.labels: mal``."""
+    return mal_labels_dir(params) / "masks"
+
+
+def label_metrics_path(params: Params) -> Path:
+    return params.metrics_dir / "mal_label.json"
+
+
+def mal_predictor(model: Any, params: Params) -> Predictor:
+    """``(image, boxes) -> (masks, scores)`` with the trained MAL and the ``mal.eval`` settings."""
+    from components.models.mal.predict import predict_instance_masks
+
+    return functools.partial(
+        predict_instance_masks,
+        model,
+        crop_size=params.mal.model.crop_size,
+        test_margin=params.mal.eval.test_margin,
+        threshold=params.mal.eval.mask_threshold,
+        batch_size=params.mal.eval.batch_size,
+    )
+
+
+def _load_model(params: Params, checkpoint: Path | None) -> Any:
+    from components.models.family import best_checkpoint, get_family
+
+    family = get_family("mal")
+    return family.load_module(Path(checkpoint or best_checkpoint(params, family))).model
+
+
+def label_file(params: Params, coco: Path, images: Path, out: Path, checkpoint: Path | None = None) -> LabelSummary:
+    """Label every box of ``coco`` (images under ``images``) into ``out``, then check the result.
+
+    Bad input stops before any prediction, naming the annotation ids and files; a failed check
+    removes nothing the user had but leaves no unchecked output either.
+    """
+    from components.labeling.checks import validate_labels
+    from components.labeling.coco_boxes import load_box_job
+    from components.labeling.writer import label_coco
+
+    job = load_box_job(Path(coco), Path(images))
+    model = _load_model(params, checkpoint)
+    out = Path(out)
+    staged = out.with_name(f".{out.name}.unchecked")
+    try:
+        summary = label_coco(job, mal_predictor(model, params), staged)
+        validate_labels(staged, Path(images)).raise_for_failures()
+        staged.replace(out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return summary
+
+
+def label_stage(params: Params, checkpoint: Path | None = None) -> dict[str, float]:
+    """The ``label_mal`` stage: label the train boxes, write masks for ChangeNet, measure them."""
+    from components.data.formats import DatasetLayout, read_segment_list
+    from components.imageio import image_size, write_png
+    from components.labeling.checks import validate_labels
+    from components.labeling.coco_boxes import load_box_job
+    from components.labeling.rle import decode_rle
+    from components.labeling.writer import label_coco
+
+    layout = DatasetLayout(params.datasets_dir)
+    coco = layout.coco_json("train")
+    job = load_box_job(coco, params.datasets_dir)
+    model = _load_model(params, checkpoint)
+    with atomic_dir(mal_labels_dir(params)) as staging:
+        summary = label_coco(job, mal_predictor(model, params), staging / "train.json")
+        validate_labels(staging / "train.json", params.datasets_dir).raise_for_failures()
+        labelled = json.loads((staging / "train.json").read_text())
+        masks = _masks_by_sample(labelled, decode_rle)
+        names = read_segment_list(layout.segment_list("train"))
+        for name in names:
+            mask = masks.get(name)
+            if mask is None:  # no box on this pair: a good part
+                width, height = image_size(layout.segment_image("A", name))
+                mask = np.zeros((height, width), dtype=bool)
+            write_png(staging / "masks" / f"{name}.png", mask.astype(np.uint8) * 255)
+    metrics = {
+        "label/images": float(summary.images),
+        "label/annotations": float(summary.annotations),
+        "label/empty_masks": float(summary.empty_masks),
+        "label/mean_score": float(summary.mean_score) if summary.mean_score is not None else 0.0,
+        **_label_quality(coco, labelled),
+    }
+    write_json(label_metrics_path(params), metrics)
+    return metrics
+
+
+def _sample_name(file_name: str) -> str:
+    """``segment/A/<name>.png`` -> ``<name>``: COCO images of this project are segmentation A images."""
+    return Path(file_name).stem
+
+
+def _masks_by_sample(document: dict[str, Any], decode: Any) -> dict[str, np.ndarray]:
+    """Union of each image's instance masks, keyed by segmentation sample name."""
+    files = {image["id"]: image["file_name"] for image in document["images"]}
+    masks: dict[str, np.ndarray] = {}
+    for annotation in document["annotations"]:
+        name = _sample_name(files[annotation["image_id"]])
+        mask = decode(annotation["segmentation"])
+        masks[name] = masks[name] | mask if name in masks else mask
+    return masks
+
+
+def _label_quality(truth_path: Path, labelled: dict[str, Any]) -> dict[str, float]:
+    """mIoU of the written labels against the true train masks: how good ChangeNet's inputs are.
+
+    Read only here, after labelling, and only when the prepared file has masks.
+    """
+    from components.labeling.rle import annotation_mask
+
+    truth = json.loads(truth_path.read_text())
+    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    true_by_id = {a["id"]: a for a in truth["annotations"] if a.get("segmentation")}
+    ious = []
+    for annotation in labelled["annotations"]:
+        true = true_by_id.get(annotation["id"])
+        if true is None:
+            continue
+        height, width = sizes[annotation["image_id"]]
+        pred = annotation_mask(annotation, height, width)
+        gt = annotation_mask(true, height, width)
+        union = np.logical_or(pred, gt).sum()
+        ious.append(float(np.logical_and(pred, gt).sum() / union) if union else 1.0)
+    return {"label/train_miou": float(np.mean(ious))} if ious else {}
+
+
+__all__ = ["label_file", "label_stage", "mal_labels_dir", "mal_mask_dir", "mal_predictor"]

@@ -1,0 +1,107 @@
+"""ChangeNet-Segmentation on a split: pixel, per-defect and image metrics, PR curve, overlays.
+
+The shared evaluate stage (:mod:`components.evaluation.stage`) calls :func:`evaluate_split`
+through the family and writes ``<artifacts>/metrics/segment.json``; quantization judges its
+models with the same function, so every number comes from one evaluation path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from components.config import Params
+from components.evaluation.visualize import overlay
+from components.imageio import write_png
+from components.models.changenet.data import ChangeSegmentDataset
+from components.models.changenet.metrics import SegmentationMetrics
+
+HEADLINE = (
+    "precision",
+    "recall",
+    "f1",
+    "iou",
+    "oa",
+    "miou",
+    "mf1",
+    "image_auroc",
+    "image_f1",
+    "pixel_auroc",
+    "pixel_ap",
+)
+
+
+def overlay_names(names: list[str], count: int) -> list[str]:
+    """A fixed, spread-out sample of val images for overlays (same names every run)."""
+    if count <= 0 or not names:
+        return []
+    ordered = sorted(names)
+    picks = np.linspace(0, len(ordered) - 1, num=min(count, len(ordered))).round().astype(int)
+    return [ordered[i] for i in sorted(set(picks.tolist()))]
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: ChangeSegmentDataset,
+    threshold: float,
+    batch_size: int,
+    num_classes: int = 2,
+    keep: set[str] | None = None,
+) -> tuple[SegmentationMetrics, dict[str, np.ndarray]]:
+    """Run ``model`` over ``dataset``; return the metrics and overlays for the ``keep`` names."""
+    model.eval()
+    metrics = SegmentationMetrics(num_classes=num_classes, threshold=threshold)
+    pictures: dict[str, np.ndarray] = {}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        logits = model(batch["test"], batch["golden"])
+        final = logits[-1] if isinstance(logits, list | tuple) else logits
+        prob = torch.softmax(final.float(), dim=1)[:, 1]
+        metrics.update(prob, batch["mask"], list(batch["name"]))
+        for i, name in enumerate(batch["name"]):
+            if keep and name in keep:
+                pred = (prob[i] >= threshold).numpy()
+                pictures[name] = overlay(batch["golden"][i], batch["test"][i], pred, batch["mask"][i].numpy())
+    return metrics, pictures
+
+
+def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` (keys without the split prefix); with ``pictures_dir``,
+    the PR curve (PNG and CSV) and, for val, overlays of a fixed sample of pairs."""
+    dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
+    keep = (
+        set(overlay_names(dataset.names, params.segment.eval.num_overlays))
+        if split == "val" and pictures_dir
+        else set()
+    )
+    metrics, pictures = evaluate_model(
+        model,
+        dataset,
+        params.segment.eval.threshold,
+        params.segment.eval.batch_size,
+        params.segment.model.num_classes,
+        keep,
+    )
+    values = {key: float(value) for key, value in metrics.compute().items()}
+    if pictures_dir is not None:
+        metrics.plot_pr_curve(pictures_dir / f"{split}_pr_curve.png")
+        precision, recall, thresholds = metrics.pr_curve()
+        _write_pr_csv(pictures_dir / f"{split}_pr_curve.csv", precision, recall, thresholds)
+        for name, picture in pictures.items():
+            write_png(pictures_dir / "overlays" / f"{name}.png", picture)
+    return values
+
+
+def _write_pr_csv(path: Path, precision: np.ndarray, recall: np.ndarray, thresholds: np.ndarray) -> None:
+    step = max(1, len(thresholds) // 200)  # a readable curve for `dvc plots`
+    rows = ["threshold,precision,recall"]
+    rows += [
+        f"{t:.4f},{p:.6f},{r:.6f}"
+        for t, p, r in zip(thresholds[::step], precision[::step], recall[::step], strict=False)
+    ]
+    path.write_text("\n".join(rows) + "\n")

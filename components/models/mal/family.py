@@ -1,0 +1,161 @@
+"""MAL (Mask Auto-Labeler) as a :class:`~components.models.family.ModelFamily`.
+
+Input: box crops (``crop``: ``N x 3 x S x S`` in [0, 1], the 1.3x test crop of each box, resized to
+``mal.model.crop_size``). Output: mask logits (``mask_logits``: ``N x 1 x S/8 x S/8``; the caller
+upsamples, applies a sigmoid and zeroes what lies outside the box, :mod:`.predict`). Promotion is
+gated on the val mIoU (``miou``), the metric the checkpoint is chosen on too. Trained on the
+boxes of ``datasets/coco/train.json`` (and of val with ``mal.train.use_val_boxes``), validated
+against the true masks of val.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.models.family import TrainerSettings
+
+if TYPE_CHECKING:
+    import lightning as L
+    import torch
+    from torch import nn
+
+    from components.config import Params
+    from components.quantization.calibration import CalibrationSet
+
+CALIBRATION_STREAM = 3
+"""Separates MAL's calibration draw from other uses of ``params.seed``."""
+
+
+class MaskAutoLabelerFamily:
+    name = "mal"
+    title = "MAL (Mask Auto-Labeler)"
+    monitor = "val/miou"
+    gate_metric = "miou"
+    onnx_input_names: tuple[str, ...] = ("crop",)
+    quantization_float_scopes: tuple[str, ...] = ()  # one image, no difference to protect: all INT8
+
+    def onnx_output_names(self, params: Params) -> tuple[str, ...]:
+        return ("mask_logits",)
+
+    def deploy_metadata(self, params: Params) -> dict[str, Any]:
+        e = params.mal.eval
+        return {
+            "crop_size": params.mal.model.crop_size,
+            "test_margin": e.test_margin,
+            "mask_threshold": e.mask_threshold,
+            "postprocess": "upsample logits to the crop, sigmoid, zero outside the box, paste, threshold",
+        }
+
+    def trainer_settings(self, params: Params) -> TrainerSettings:
+        t = params.mal.train
+        return TrainerSettings(
+            epochs=t.epochs,
+            precision=t.precision,
+            accelerator=t.accelerator,
+            report_keys=("train/loss_epoch", "train/mil_epoch", "train/crf_epoch", "val/miou"),
+        )
+
+    def hyperparameters(self, params: Params) -> dict[str, Any]:
+        from components.tracking import flatten
+
+        flat = flatten(params.model_dump(mode="json"))
+        return {k: v for k, v in flat.items() if k.startswith(("seed", "data.", "mal."))}
+
+    def build_module(self, params: Params) -> L.LightningModule:
+        from components.models.mal.module import MaskAutoLabelerModule
+
+        return MaskAutoLabelerModule(
+            model=params.mal.model.model_dump(mode="json"),
+            train=params.mal.train.model_dump(mode="json"),
+            eval=params.mal.eval.model_dump(mode="json"),
+        )
+
+    def build_model(self, model_hparams: dict[str, Any]) -> nn.Module:
+        from components.config import MalModelParams
+        from components.models.mal.model import MaskAutoLabeler
+
+        return MaskAutoLabeler.from_params(
+            MalModelParams.model_validate(model_hparams).model_copy(update={"pretrained": "none"})
+        )
+
+    def build_datamodule(self, params: Params) -> L.LightningDataModule:
+        from components.data.formats import DatasetLayout
+        from components.models.mal.data import MalDataModule
+
+        layout = DatasetLayout(params.datasets_dir)
+        return MalDataModule(
+            train_json=layout.coco_json("train"),
+            val_json=layout.coco_json("val"),
+            images_root=params.datasets_dir,
+            crop_size=params.mal.model.crop_size,
+            train=params.mal.train,
+            eval=params.mal.eval,
+            seed=params.seed,
+        )
+
+    def load_module(self, checkpoint: Path) -> L.LightningModule:
+        from components.models.mal.module import load_module
+
+        return load_module(checkpoint)  # ``module.model`` is the student: MAL labels with it (paper)
+
+    def _crops(
+        self, params: Params, split: str, indices: list[int] | None, count: int
+    ) -> tuple[torch.Tensor, list[str]]:
+        from components.data.formats import DatasetLayout
+        from components.models.mal.data import BoxCropDataset
+
+        dataset = BoxCropDataset(
+            DatasetLayout(params.datasets_dir).coco_json(split),
+            params.datasets_dir,
+            params.mal.model.crop_size,
+            train=False,
+            test_margin=params.mal.eval.test_margin,
+            seed=params.seed,
+            min_box_size=1,
+        )
+        chosen = indices if indices is not None else list(range(min(int(count), len(dataset))))
+        import torch
+
+        items = [dataset[i] for i in chosen]
+        return torch.stack([it["teacher"] for it in items]), [f"ann{int(it['ann_id'])}" for it in items]
+
+    def sample_inputs(self, params: Params, split: str, count: int) -> tuple[torch.Tensor, ...]:
+        """The test crops of the first ``count`` boxes of ``split`` (the same every run)."""
+        crops, _ = self._crops(params, split, None, count)
+        return (crops,)
+
+    def calibration_set(self, params: Params, count: int) -> CalibrationSet:
+        """A seeded draw of train box crops (the deployed input: un-augmented 1.3x test crops)."""
+        import numpy as np
+
+        from components.data.formats import DatasetLayout
+        from components.quantization.calibration import CalibrationSet
+
+        annotations = len(_json(DatasetLayout(params.datasets_dir).coco_json("train"))["annotations"])
+        rng = np.random.default_rng([int(params.seed), CALIBRATION_STREAM])
+        picks = sorted(int(i) for i in rng.choice(annotations, size=min(int(count), annotations), replace=False))
+        crops, names = self._crops(params, "train", picks, len(picks))
+        return CalibrationSet((crops,), self.onnx_input_names, names)
+
+    def export_module(self, module: L.LightningModule, params: Params) -> nn.Module:
+        return module.student
+
+    def evaluate(self, model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+        from components.models.mal.evaluate import evaluate_split
+
+        return evaluate_split(model, params, split, pictures_dir)
+
+    def registered_model(self, params: Params) -> str:
+        return params.mal.registered_model
+
+
+def _json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+FAMILY = MaskAutoLabelerFamily()
+
+__all__ = ["FAMILY", "MaskAutoLabelerFamily"]

@@ -1,0 +1,86 @@
+"""The family contract: every registered model family goes through every shared stage on tiny data.
+
+One parametrized test per stage chain (anomalib's and timm's habit): a family that cannot be
+built, trained, evaluated, exported with parity, quantized or registered through the interface
+fails here, whatever its own unit tests say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.config import Params, load_params
+from components.evaluation.stage import metrics_path
+from components.export.stage import export_stage, fp32_onnx_path, quantize_metrics_path, quantize_stage
+from components.models.family import FAMILY_MODULES, ModelFamily, best_checkpoint, get_family
+from components.registry import candidate_path, register_model
+from components.training.train import train_metrics_path, train_model, training_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def params(prepared_project: Path) -> Params:
+    return load_params(prepared_project)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MODULES))
+def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: Params, name: str) -> None:
+    from components.evaluation.stage import evaluate_stage
+
+    family = get_family(name)
+    assert isinstance(family, ModelFamily)
+    trained = train_model(params, family)
+    best_key = f"train/best_{family.monitor.replace('/', '_')}"
+    assert trained[best_key] == trained[best_key]  # a number, not nan: the monitor was logged
+    assert json.loads(train_metrics_path(params, family).read_text())[best_key] == pytest.approx(trained[best_key])
+    assert best_checkpoint(params, family).is_file()
+
+    evaluated = evaluate_stage(params, family, splits=("val",))
+    gate = f"val/{family.gate_metric}"
+    assert 0.0 <= evaluated[gate] <= 1.0
+    assert json.loads(metrics_path(params, family).read_text())[gate] == pytest.approx(evaluated[gate])
+
+    exported = export_stage(params, family)
+    assert exported["export/parity_equal_pixels"] >= params.export.parity_min_equal_pixels
+    sidecar = json.loads(fp32_onnx_path(params, family).with_suffix(".json").read_text())
+    assert sidecar["input_names"] == list(family.onnx_input_names) and sidecar["family"] == name
+
+    quantized = quantize_stage(params, family, backend="onnxruntime")
+    assert quantized[f"quantize/fp32/val_{family.gate_metric}"] == pytest.approx(evaluated[gate], abs=1e-6)
+    assert "quantize/onnxruntime_cpu/iou_drop" in json.loads(quantize_metrics_path(params, family).read_text())
+
+    registered = register_model(params, family)
+    assert registered["register/version"] >= 1
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    version = mlflow.MlflowClient().get_model_version(
+        family.registered_model(params), str(int(registered["register/version"]))
+    )
+    assert version.run_id == training_run(params, family)["run_id"]
+    assert json.loads(candidate_path(params, family).read_text())["gate_metric"] == family.gate_metric
+
+
+def test_mal_trains_without_ever_reading_a_mask(params: Params, tmp_path: Path) -> None:
+    """Boxes only: a train file whose segmentations were deleted trains the same model."""
+    import shutil
+
+    from components.data.formats import DatasetLayout
+
+    layout = DatasetLayout(params.datasets_dir)
+    datasets = tmp_path / "datasets"
+    shutil.copytree(params.datasets_dir, datasets)
+    coco = json.loads(layout.coco_json("train").read_text())
+    for annotation in coco["annotations"]:
+        del annotation["segmentation"]
+    (datasets / "coco" / "train.json").write_text(json.dumps(coco))
+    boxes_only = params.model_copy(
+        update={"paths": params.paths.model_copy(update={"artifacts_dir": tmp_path / "artifacts"})}
+    )
+    shutil.move(str(datasets), str(boxes_only.datasets_dir))
+    with_masks = train_model(params, "mal")
+    without = train_model(boxes_only, "mal")
+    assert without["train/best_val_miou"] == pytest.approx(with_masks["train/best_val_miou"])
