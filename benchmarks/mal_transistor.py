@@ -41,7 +41,7 @@ def write_params(workdir: Path, name: str, overrides: dict[str, Any]) -> Path:
     """Repository params on the ingested transistor data, one artifacts folder per variant."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / f"artifacts-{name}")}
-    raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"]})
+    raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"], "image_size": 256})
     raw["tracking"].update({"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "benchmark-mal"})
     for dotted, value in overrides.items():
         node = raw

@@ -39,7 +39,7 @@ def write_params(
     """Repository params with this benchmark's data, budget and tracking store, as ``params-<name>.yaml``."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / f"artifacts-{pretrained}")}
-    raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"]})
+    raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"], "image_size": 256})
     raw["tracking"].update({"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "benchmark-transistor"})
     train = raw["segment"]["train"]
     train.update({"max_minutes": minutes})

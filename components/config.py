@@ -38,7 +38,7 @@ class SyntheticParams(_Section):
     """Size and content of the procedurally generated default category."""
 
     image_size: int = Field(256, ge=64, le=1024)
-    num_train_good: int = Field(24, ge=2)
+    num_train_good: int = Field(40, ge=2)
     num_test_good: int = Field(12, ge=1)
     num_defect_per_kind: int = Field(8, ge=1)
     defect_kinds: tuple[Literal["bent_lead", "cut_lead", "damaged_case", "misplaced"], ...] = (
