@@ -36,27 +36,25 @@ class Decision:
     reason: str
 
 
-def decide_promotion(challenger: Candidate, champion: Candidate | None, tolerance: float) -> Decision:
-    """The promotion gate, as a pure function (tested on its own)."""
+def decide_promotion(
+    challenger: Candidate, champion: Candidate | None, tolerance: float, metric: str = "change-IoU"
+) -> Decision:
+    """The promotion gate, as a pure function (tested on its own). ``metric`` names the family's
+    gate metric in the reasons (``val_iou`` holds its value, whichever it is)."""
     if math.isnan(challenger.val_iou):
-        return Decision(False, f"version {challenger.version} has no val change-IoU")
+        return Decision(False, f"version {challenger.version} has no val {metric}")
     if challenger.quant_iou_drop is not None and challenger.quant_iou_drop > tolerance:
         return Decision(
             False,
-            f"quantized change-IoU drop {100 * challenger.quant_iou_drop:.2f} points exceeds the tolerance "
+            f"quantized {metric} drop {100 * challenger.quant_iou_drop:.2f} points exceeds the tolerance "
             f"{100 * tolerance:.2f}",
         )
+    value = f"val {metric} {100 * challenger.val_iou:.2f}"
     if champion is None:
-        return Decision(True, f"no champion yet; version {challenger.version} (val IoU {100 * challenger.val_iou:.2f})")
+        return Decision(True, f"no champion yet; version {challenger.version} ({value})")
     if challenger.val_iou >= champion.val_iou:
-        return Decision(
-            True,
-            f"val IoU {100 * challenger.val_iou:.2f} >= champion v{champion.version} {100 * champion.val_iou:.2f}",
-        )
-    return Decision(
-        False,
-        f"val IoU {100 * challenger.val_iou:.2f} < champion v{champion.version} {100 * champion.val_iou:.2f}",
-    )
+        return Decision(True, f"{value} >= champion v{champion.version} {100 * champion.val_iou:.2f}")
+    return Decision(False, f"{value} < champion v{champion.version} {100 * champion.val_iou:.2f}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -117,7 +115,7 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
     except mlflow.exceptions.MlflowException:
         champion = None
 
-    decision = decide_promotion(challenger, champion, params.quantize.iou_tolerance)
+    decision = decide_promotion(challenger, champion, params.quantize.iou_tolerance, family.gate_label)
     client.set_model_version_tag(name, version.version, "promotion", "promoted" if decision.promote else "rejected")
     client.set_model_version_tag(name, version.version, "promotion_reason", decision.reason)
     client.set_model_version_tag(name, version.version, "git_commit", run_info.get("git_commit", ""))

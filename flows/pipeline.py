@@ -61,7 +61,9 @@ def _run_pipeline(params_path: Path, until: str | None) -> dict[str, dict[str, f
             configured = run_stage_task.with_options(name=f"stage-{stage.name}", retries=stage.retries)
             results[stage.name] = configured(stage.name, str(params_path), parent_run_id)
             for report in runner.stage_reports(stage, params):
-                create_markdown_artifact(key=f"inspectops-{stage.name.replace('_', '-')}", markdown=report, description=stage.description)
+                create_markdown_artifact(
+                    key=f"inspectops-{stage.name.replace('_', '-')}", markdown=report, description=stage.description
+                )
         current = None
         status = "FINISHED"
     finally:

@@ -68,6 +68,8 @@ class ModelFamily(Protocol):
     """Logged val metric that picks the best checkpoint (higher is better)."""
     gate_metric: str
     """Metric name (without split) that gates promotion and judges quantization drops, e.g. ``iou``."""
+    gate_label: str
+    """The gate metric for people (registry reasons), e.g. ``change-IoU``."""
     onnx_input_names: tuple[str, ...]
     quantization_float_scopes: tuple[str, ...]
     """ONNX node scopes INT8 post-training quantization keeps in float (see ``onnxruntime_ptq``)."""

@@ -154,5 +154,5 @@ def render_markdown(rows: Sequence[SummaryRow], decision: str, parent_url: str, 
         link = f"[{'earlier run' if row.run_is_earlier else 'run'}]({row.run_url})" if row.run_url else ""
         lines.append(f"| {row.stage} | {row.status} | {seconds} | {row.key_metrics} | {link} |")
     if decision:
-        lines += ["", f"**Registry:** {decision}"]
+        lines += ["", "**Registry:** " + decision.replace("\n", "  \n")]  # one line per family
     return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ class ChangeNetSegmentFamily:
     title = "ChangeNet-Segmentation"
     monitor = "val/iou"
     gate_metric = "iou"
+    gate_label = "change-IoU"
     onnx_input_names: tuple[str, ...] = ("input0", "input1")
     quantization_float_scopes: tuple[str, ...] = FLOAT_SCOPES
 

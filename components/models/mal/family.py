@@ -32,6 +32,7 @@ class MaskAutoLabelerFamily:
     title = "MAL (Mask Auto-Labeler)"
     monitor = "val/miou"
     gate_metric = "miou"
+    gate_label = "mask mIoU"
     onnx_input_names: tuple[str, ...] = ("crop",)
     quantization_float_scopes: tuple[str, ...] = ()  # one image, no difference to protect: all INT8
 
