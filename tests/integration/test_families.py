@@ -62,25 +62,3 @@ def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: P
     )
     assert version.run_id == training_run(params, family)["run_id"]
     assert json.loads(candidate_path(params, family).read_text())["gate_metric"] == family.gate_metric
-
-
-def test_mal_trains_without_ever_reading_a_mask(params: Params, tmp_path: Path) -> None:
-    """Boxes only: a train file whose segmentations were deleted trains the same model."""
-    import shutil
-
-    from components.data.formats import DatasetLayout
-
-    layout = DatasetLayout(params.datasets_dir)
-    datasets = tmp_path / "datasets"
-    shutil.copytree(params.datasets_dir, datasets)
-    coco = json.loads(layout.coco_json("train").read_text())
-    for annotation in coco["annotations"]:
-        del annotation["segmentation"]
-    (datasets / "coco" / "train.json").write_text(json.dumps(coco))
-    boxes_only = params.model_copy(
-        update={"paths": params.paths.model_copy(update={"artifacts_dir": tmp_path / "artifacts"})}
-    )
-    shutil.move(str(datasets), str(boxes_only.datasets_dir))
-    with_masks = train_model(params, "mal")
-    without = train_model(boxes_only, "mal")
-    assert without["train/best_val_miou"] == pytest.approx(with_masks["train/best_val_miou"])
