@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mal": {},
         "segment": {},
     }
+    if RESULTS_JSON.is_file():  # keep the rows of variants this run skips (--mal-variants none)
+        previous = json.loads(RESULTS_JSON.read_text())
+        results["mal"] = {k: v for k, v in previous.get("mal", {}).items() if k not in args.mal_variants}
+        results["segment"] = previous.get("segment", {}) if args.segment_epochs <= 0 else {}
     if not (workdir / "data" / "mvtec" / "transistor").exists():
         ingest(Path(args.data), "transistor", workdir / "data" / "mvtec")
     base = _prepared(workdir, "mal-train", extra)
@@ -197,7 +201,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mvtec_ad_256" / "transistor")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/inspectops-mal-benchmark"))
-    parser.add_argument("--mal-variants", nargs="+", default=["mal-train", "mal-train+val"])
+    parser.add_argument(
+        "--mal-variants", nargs="+", default=["mal-train", "mal-train+val"], help="'none' keeps the recorded rows"
+    )
     parser.add_argument("--segment-epochs", type=int, default=3, help="ChangeNet epochs per variant (0: skip)")
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. mal.train.epochs=20")
     args = parser.parse_args()
