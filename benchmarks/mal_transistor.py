@@ -26,12 +26,13 @@ from typing import Any
 
 import torch
 import yaml
+from segment_transistor import pct as percent
+from segment_transistor import update_results_md  # run as a script from benchmarks/
 
 from components.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON = REPO / "benchmarks" / "results" / "mal_transistor.json"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 TAO_MAL_MIOU = 0.788
 MARK_BEGIN = "<!-- mal_transistor:begin -->"
 MARK_END = "<!-- mal_transistor:end -->"
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pct(value: Any) -> str:
-    return "–" if value is None or value != value else f"{100 * float(value):.1f}"
+    return percent(value, digits=1)
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -186,17 +187,6 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results_md(results: dict[str, Any]) -> None:
-    text = RESULTS_MD.read_text() if RESULTS_MD.is_file() else "# Benchmark results\n"
-    block = render_markdown(results)
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mvtec_ad_256" / "transistor")
@@ -208,7 +198,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. mal.train.epochs=20")
     args = parser.parse_args()
     results = run(args)
-    update_results_md(results)
+    update_results_md(render_markdown(results), MARK_BEGIN, MARK_END)
     print(render_markdown(results))
 
 

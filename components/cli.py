@@ -47,8 +47,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("components.data.ingest", "IngestError"),
         ("components.validation.validate", "DataValidationError"),
-        ("components.models.changenet.module", "CheckpointError"),
-        ("components.models.mal.module", "CheckpointError"),
+        ("components.models.checkpoint", "CheckpointError"),
         ("components.labeling.errors", "LabelingError"),
         ("components.models.mal.data", "MalDataError"),
         ("components.inference.segment_infer", "PairingError"),

@@ -137,6 +137,14 @@ def get_family(name: str) -> ModelFamily:
     return family
 
 
+def logged_params(params: Params, *sections: str) -> dict[str, Any]:
+    """Flat ``seed``, ``data.*`` and the given sections of params: what a training run logs."""
+    from components.tracking import flatten
+
+    prefixes = ("seed", "data.", *(f"{section}." for section in sections))
+    return {k: v for k, v in flatten(params.model_dump(mode="json")).items() if k.startswith(prefixes)}
+
+
 def model_dir(params: Params, family: ModelFamily | str) -> Path:
     """``<artifacts>/models/<family>``: the training stage's DVC output (best.ckpt, last.ckpt)."""
     name = family if isinstance(family, str) else family.name
@@ -153,5 +161,6 @@ __all__ = [
     "TrainerSettings",
     "best_checkpoint",
     "get_family",
+    "logged_params",
     "model_dir",
 ]

@@ -73,8 +73,8 @@ MODELS = "${paths.artifacts_dir}/models"
 PLOTS = "${paths.artifacts_dir}/plots"
 LABELS_MAL = "${paths.artifacts_dir}/labels/mal"
 """MAL's labels of the train boxes: COCO with RLE masks and one mask PNG per train image."""
-_MODEL_CODE = ("components/models/family.py", "components/models/backbones")
-"""Code every model family builds on: the family interface and the backbones."""
+_MODEL_CODE = ("components/models/family.py", "components/models/checkpoint.py", "components/models/backbones")
+"""Code every model family builds on: the family interface, the checkpoint loader and the backbones."""
 REPORTS = "${paths.artifacts_dir}/reports"
 """Files for people that hold run ids, versions or timings (Data Docs, the registry decision,
 benchmark tables): deliberately not DVC outputs, whose hashes must not change from run to run."""

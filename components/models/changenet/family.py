@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.models.family import TrainerSettings
+from components.models.family import TrainerSettings, logged_params
 
 if TYPE_CHECKING:
     import lightning as L
@@ -66,10 +66,7 @@ class ChangeNetSegmentFamily:
         )
 
     def hyperparameters(self, params: Params) -> dict[str, Any]:
-        from components.tracking import flatten
-
-        flat = flatten(params.model_dump(mode="json"))
-        return {k: v for k, v in flat.items() if k.startswith(("seed", "data.", "segment."))}
+        return logged_params(params, "segment")
 
     def build_module(self, params: Params) -> L.LightningModule:
         from components.models.changenet.module import ChangeSegmentModule

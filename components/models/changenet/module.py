@@ -16,14 +16,11 @@ import torch
 
 from components.config import SegmentModelParams, SegmentTrainParams
 from components.models.changenet.metrics import SegmentationMetrics
+from components.models.checkpoint import load_lightning_module
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 MONITOR = "val/iou"
 """Checkpoint choice and early stopping follow the change-class IoU on val."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot rebuild a ChangeNet model; the message names the file."""
 
 
 class ChangeSegmentModule(L.LightningModule):
@@ -106,24 +103,4 @@ class ChangeSegmentModule(L.LightningModule):
 
 def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeSegmentModule:
     """Rebuild the module from a checkpoint with a clear error for a missing or foreign file."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: checkpoint not found")
-    try:
-        payload = torch.load(checkpoint, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(
-            f"{checkpoint}: not a readable torch checkpoint ({type(error).__name__}: {error})"
-        ) from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "hyper_parameters" not in payload:
-        raise CheckpointError(
-            f"{checkpoint}: not a Lightning checkpoint of inspectops (no state_dict/hyper_parameters)"
-        )
-    hparams = dict(payload["hyper_parameters"])
-    hparams["load_pretrained"] = False
-    try:
-        module = ChangeSegmentModule(**hparams)
-        module.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: does not fit a ChangeNet-Segmentation model: {error}") from None
-    return module.eval()
+    return load_lightning_module(ChangeSegmentModule, checkpoint, "ChangeNet-Segmentation", map_location)

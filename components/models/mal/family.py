@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.models.family import TrainerSettings
+from components.models.family import TrainerSettings, logged_params
 
 if TYPE_CHECKING:
     import lightning as L
@@ -58,10 +58,7 @@ class MaskAutoLabelerFamily:
         )
 
     def hyperparameters(self, params: Params) -> dict[str, Any]:
-        from components.tracking import flatten
-
-        flat = flatten(params.model_dump(mode="json"))
-        return {k: v for k, v in flat.items() if k.startswith(("seed", "data.", "mal."))}
+        return logged_params(params, "mal")
 
     def build_module(self, params: Params) -> L.LightningModule:
         from components.models.mal.module import MaskAutoLabelerModule
@@ -100,13 +97,12 @@ class MaskAutoLabelerFamily:
 
         return load_module(checkpoint)  # ``module.model`` is the student: MAL labels with it (paper)
 
-    def _crops(
-        self, params: Params, split: str, indices: list[int] | None, count: int
-    ) -> tuple[torch.Tensor, list[str]]:
+    def _test_crops(self, params: Params, split: str) -> Any:
+        """``split``'s boxes as un-augmented 1.3x test crops: what the deployed model is fed."""
         from components.data.formats import DatasetLayout
         from components.models.mal.data import BoxCropDataset
 
-        dataset = BoxCropDataset(
+        return BoxCropDataset(
             DatasetLayout(params.datasets_dir).coco_json(split),
             params.datasets_dir,
             params.mal.model.crop_size,
@@ -115,28 +111,30 @@ class MaskAutoLabelerFamily:
             seed=params.seed,
             min_box_size=1,
         )
-        chosen = indices if indices is not None else list(range(min(int(count), len(dataset))))
+
+    @staticmethod
+    def _stack(dataset: Any, indices: list[int]) -> tuple[torch.Tensor, list[str]]:
         import torch
 
-        items = [dataset[i] for i in chosen]
+        items = [dataset[i] for i in indices]
         return torch.stack([it["teacher"] for it in items]), [f"ann{int(it['ann_id'])}" for it in items]
 
     def sample_inputs(self, params: Params, split: str, count: int) -> tuple[torch.Tensor, ...]:
         """The test crops of the first ``count`` boxes of ``split`` (the same every run)."""
-        crops, _ = self._crops(params, split, None, count)
+        dataset = self._test_crops(params, split)
+        crops, _ = self._stack(dataset, list(range(min(int(count), len(dataset)))))
         return (crops,)
 
     def calibration_set(self, params: Params, count: int) -> CalibrationSet:
         """A seeded draw of train box crops (the deployed input: un-augmented 1.3x test crops)."""
         import numpy as np
 
-        from components.data.formats import DatasetLayout
         from components.quantization.calibration import CalibrationSet
 
-        annotations = len(_json(DatasetLayout(params.datasets_dir).coco_json("train"))["annotations"])
+        dataset = self._test_crops(params, "train")
         rng = np.random.default_rng([int(params.seed), CALIBRATION_STREAM])
-        picks = sorted(int(i) for i in rng.choice(annotations, size=min(int(count), annotations), replace=False))
-        crops, names = self._crops(params, "train", picks, len(picks))
+        picks = sorted(int(i) for i in rng.choice(len(dataset), size=min(int(count), len(dataset)), replace=False))
+        crops, names = self._stack(dataset, picks)
         return CalibrationSet((crops,), self.onnx_input_names, names)
 
     def export_module(self, module: L.LightningModule, params: Params) -> nn.Module:
@@ -149,12 +147,6 @@ class MaskAutoLabelerFamily:
 
     def registered_model(self, params: Params) -> str:
         return params.mal.registered_model
-
-
-def _json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(Path(path).read_text())
 
 
 FAMILY = MaskAutoLabelerFamily()

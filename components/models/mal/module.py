@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.config import MalEvalParams, MalModelParams, MalTrainParams
+from components.models.checkpoint import CheckpointError, load_lightning_module
 from components.models.mal.losses import crf_loss, linear_ramp, mil_projection_loss
 from components.models.mal.metrics import InstanceIoU, filled_box_mask, mask_iou
 from components.models.mal.model import MaskAutoLabeler, ema_update
@@ -57,10 +58,6 @@ __all__ = [
 
 MONITOR = "val/miou"
 """Checkpoint choice follows the instance-mean mask IoU on val."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot rebuild a MAL model; the message names the file."""
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -236,24 +233,4 @@ class MaskAutoLabelerModule(L.LightningModule):
 
 def load_module(checkpoint: Path | str, map_location: str = "cpu") -> MaskAutoLabelerModule:
     """Rebuild the module from a checkpoint with a clear error for a missing or foreign file."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: checkpoint not found")
-    try:
-        payload = torch.load(checkpoint, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(
-            f"{checkpoint}: not a readable torch checkpoint ({type(error).__name__}: {error})"
-        ) from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "hyper_parameters" not in payload:
-        raise CheckpointError(
-            f"{checkpoint}: not a Lightning checkpoint of inspectops (no state_dict/hyper_parameters)"
-        )
-    hparams = dict(payload["hyper_parameters"])
-    hparams["load_pretrained"] = False
-    try:
-        module = MaskAutoLabelerModule(**hparams)
-        module.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: does not fit a Mask Auto-Labeler model: {error}") from None
-    return module.eval()
+    return load_lightning_module(MaskAutoLabelerModule, checkpoint, "Mask Auto-Labeler", map_location)
