@@ -48,7 +48,8 @@ def run_config(name: str, overrides: dict[str, Any], workdir: Path, minutes: flo
     """Prepare, train and evaluate one configuration in its own artifacts folder."""
     from components.evaluation.stage import evaluate_stage
     from components.pipeline import steps
-    from components.training.train import train_model, training_run
+    from components.training.runs import training_run
+    from components.training.train import train_model
 
     overrides = {**overrides, "paths.artifacts_dir": str(workdir / f"artifacts-{name}")}
     params_path = write_params(workdir, minutes, "package", "tf_efficientnet_lite0", overrides, name=name)

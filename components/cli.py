@@ -31,7 +31,7 @@ app.add_typer(infer_app, name="infer")
 app.add_typer(benchmark_app, name="benchmark")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
-FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal.")]
+FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal | classify.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="Override a param: -S data.image_size=128 (YAML value).")
 ]
@@ -51,6 +51,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.labeling.errors", "LabelingError"),
         ("components.models.mal.data", "MalDataError"),
         ("components.inference.segment_infer", "PairingError"),
+        ("components.inference.classify_infer", "InferInputError"),
+        ("components.models.changenet_classify.data", "ClassifyDataError"),
         ("components.models.backbones.pretrained", "PretrainedLoadError"),
         ("components.export.stage", "DeployStageError"),
         ("components.benchmarking.bench", "BenchmarkSetupError"),
@@ -167,7 +169,8 @@ def _family_stage(kind: str, family: str) -> str:
 
 @app.command("train")
 def train(family: FamilyArgument, params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
-    """Train a model family (segment: ChangeNet-Segmentation, mal: Mask Auto-Labeler), tracked in MLflow."""
+    """Train a model family (segment: ChangeNet-Segmentation, mal: Mask Auto-Labeler, classify:
+    ChangeNet-Classification), tracked in MLflow."""
     with _friendly_errors():
         _run_stage(_family_stage("train", family), _load(params, set_))
 
@@ -284,6 +287,46 @@ def infer_segment(
         typer.echo(f"wrote {len(written)} mask(s) and overlay(s) to {out}")
 
 
+@infer_app.command("classify")
+def infer_classify(
+    golden: Annotated[
+        Path,
+        typer.Option(
+            help="Golden: an image (one light), a folder with one image per light, or a folder of such folders (several goldens)."
+        ),
+    ],
+    test: Annotated[
+        Path,
+        typer.Option(help="Test part: an image (one light) or a folder with one image per light (<name>_<Light>.png)."),
+    ],
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Defect above this score (default: classify.eval.threshold, chosen on train when auto)."),
+    ] = None,
+) -> None:
+    """Is this part good? Prints the defect score, the threshold and PASS or DEFECT."""
+    from components.inference.classify_infer import infer_classify as infer
+    from components.training.train import model_dir
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        ckpt = checkpoint or model_dir(p, "classify") / "best.ckpt"
+        if threshold is None:
+            from components.models.changenet_classify.evaluate import operating_threshold
+            from components.models.changenet_classify.module import load_module
+
+            threshold = operating_threshold(load_module(ckpt).model, p)
+        size = p.classify.input_size or p.data.image_size
+        result = infer(ckpt, golden, test, p.data.lighting_conditions, size, threshold)
+        typer.echo(
+            f"{result.verdict}: score {result.score:.4f} (threshold {result.threshold:.4f}, "
+            f"{len(p.data.lighting_conditions)} light(s), {result.goldens} golden(s))"
+        )
+
+
 @benchmark_app.callback(invoke_without_command=True)
 def benchmark(
     ctx: typer.Context,
@@ -314,10 +357,14 @@ def benchmark(
 
 
 @benchmark_app.command("platform")
-def benchmark_platform(params: ParamsOption = DEFAULT_PARAMS_PATH, set_: SetOption = None) -> None:
-    """The pipeline stage: time the exported models on benchmark.platform and write the comparison table."""
+def benchmark_platform(
+    family: Annotated[str, typer.Argument(metavar="FAMILY", help="segment | classify")] = "segment",
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """The pipeline stage: time the family's exported models on benchmark.platform and write the comparison table."""
     with _friendly_errors():
-        _run_stage("benchmark_segment", _load(params, set_))
+        _run_stage(_family_stage("benchmark", family), _load(params, set_))
 
 
 @pipeline_app.command("run")

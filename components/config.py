@@ -108,27 +108,38 @@ class AugmentParams(_Section):
         return scale
 
 
-class SegmentModelParams(_Section):
-    """Visual ChangeNet-Segmentation architecture; mirrors ``ChangeNetSegment``'s arguments."""
+class BackboneParams(_Section):
+    """Which backbone a ChangeNet family builds and where its pretrained weights come from."""
 
     backbone: str = "tf_efficientnet_lite0"
     pretrained: Literal["none", "package", "path", "hub"] = "package"
     pretrained_backbone_path: Path | None = None
     strict_load: bool = True
+
+    @model_validator(mode="after")
+    def _path_given(self) -> BackboneParams:
+        if self.pretrained == "path" and self.pretrained_backbone_path is None:
+            raise ValueError("pretrained: path needs pretrained_backbone_path")
+        return self
+
+
+class SegmentModelParams(BackboneParams):
+    """Visual ChangeNet-Segmentation architecture; mirrors ``ChangeNetSegment``'s arguments."""
+
     embed_dim: int = Field(256, ge=8)
     num_classes: int = Field(2, ge=2)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     loss_weights: tuple[float, float, float, float, float] = (0.5, 0.5, 0.5, 0.8, 1.0)
 
-    @model_validator(mode="after")
-    def _path_given(self) -> SegmentModelParams:
-        if self.pretrained == "path" and self.pretrained_backbone_path is None:
-            raise ValueError("pretrained: path needs pretrained_backbone_path")
-        return self
 
+class TrainLoopParams(_Section):
+    """What every ChangeNet family's training loop shares: optimizer, LR policy, Trainer knobs.
 
-class SegmentTrainParams(_Section):
+    The optimizer and scheduler builders (:mod:`components.training.optim`) and the shared
+    train stage read only these fields, so a family adds its own loss and data knobs on top.
+    """
+
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     backbone_lr_scale: float = Field(0.3, gt=0.0, le=1.0)
@@ -149,12 +160,15 @@ class SegmentTrainParams(_Section):
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0.0)
-    change_class_weight: float = Field(1.5, gt=0.0)
-    dice_weight: float = Field(1.0, ge=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)
     resume_from: Path | None = None
-    labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
     limit_train_batches: float | int | None = None
+
+
+class SegmentTrainParams(TrainLoopParams):
+    change_class_weight: float = Field(1.5, gt=0.0)
+    dice_weight: float = Field(1.0, ge=0.0)
+    labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
     augment: AugmentParams = AugmentParams()
 
 
@@ -168,6 +182,97 @@ class SegmentParams(_Section):
     model: SegmentModelParams = SegmentModelParams()
     train: SegmentTrainParams = SegmentTrainParams()
     eval: SegmentEvalParams = SegmentEvalParams()
+
+
+class GridMap(_Section):
+    """TAO's ``grid_map``: ``x`` lights per row, ``y`` rows."""
+
+    x: int = Field(2, ge=1)
+    y: int = Field(2, ge=1)
+
+
+class ClassifyModelParams(BackboneParams):
+    """Visual ChangeNet-Classification (``components/models/changenet_classify``)."""
+
+    difference_module: Literal["learnable", "euclidean"] = "learnable"
+    """``learnable``: ChangeNet difference modules, pooled, 2-class head (cross-entropy);
+    ``euclidean``: an embedding per image, distance = defect score (contrastive loss)."""
+    concat_type: Literal["linear", "grid", "fused"] = "linear"
+    """How lights meet the backbone: ``linear`` stacks them vertically (TAO), ``grid`` tiles them
+    ``grid_map.x`` by ``grid_map.y`` (TAO), ``fused`` runs each light alone and fuses features."""
+    grid_map: GridMap = GridMap()
+    learnable_difference_modules: int = Field(3, ge=1, le=4)
+    """Pyramid levels (coarsest first) whose learnt differences are fused (TAO: 1-4)."""
+    embed_dim: int = Field(64, ge=8)
+    embed_dec: int = Field(32, ge=2)
+    """Hidden width of the pooled classification head (TAO: 5-30)."""
+    embedding_vectors: int = Field(5, ge=1)
+    """Embedding size of the ``euclidean`` module (TAO: 5)."""
+    golden_fusion: Literal["mean", "attention"] = "mean"
+    """How several goldens combine: their mean, or per-location attention from the test features."""
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class ClassifyAugmentParams(_Section):
+    """Training augmentation: flips move every light and golden together, jitter hits each capture alone."""
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.0, ge=0.0, le=1.0)
+    blur: float = Field(0.1, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.5, ge=0.0, le=1.0)
+    brightness: float = Field(0.2, ge=0.0, le=1.0)
+    contrast: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class ClassifyTrainParams(TrainLoopParams):
+    epochs: int = Field(6, ge=1)
+    backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)
+    cls_weight: tuple[float, float] = (1.0, 10.0)
+    """Cross-entropy weights [PASS, defect] of the learnable module (TAO default)."""
+    train_margin_euclid: float = Field(2.0, gt=0.0)
+    """Contrastive margin of the euclidean module: defect pairs are pushed this far apart."""
+    sampler: Literal["shuffle", "balanced", "fpratio"] = "shuffle"
+    """``balanced``: defects drawn as often as good parts; ``fpratio``: TAO's weighted sampling,
+    a defect weighs ``num_pass / num_defect * fpratio_sampling``."""
+    fpratio_sampling: float = Field(0.1, gt=0.0)
+    freeze_backbone: bool = False
+    augment: ClassifyAugmentParams = ClassifyAugmentParams()
+
+    @field_validator("cls_weight")
+    @classmethod
+    def _positive_weights(cls, weights: tuple[float, float]) -> tuple[float, float]:
+        if min(weights) <= 0:
+            raise ValueError("both class weights must be > 0")
+        return weights
+
+
+class ClassifyEvalParams(_Section):
+    threshold: float | Literal["auto"] = "auto"
+    """Defect when the score is above it. ``auto``: chosen on ``threshold_split`` (never on the
+    reported split) as the threshold that catches the most defects while flagging at most
+    ``max_false_alarm_rate`` of the good parts."""
+    threshold_split: Literal["train", "test"] = "train"
+    max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
+    batch_size: int = Field(8, ge=1)
+    num_misclassified: int = Field(12, ge=0)
+    """Misclassified parts pictured in MLflow (all are listed in the table)."""
+
+
+class ClassifyParams(_Section):
+    model: ClassifyModelParams = ClassifyModelParams()
+    train: ClassifyTrainParams = ClassifyTrainParams()
+    eval: ClassifyEvalParams = ClassifyEvalParams()
+    input_size: int | None = Field(None, ge=32, le=2048)
+    """Side of each light's image fed to the model; ``None`` keeps the prepared ``data.image_size``."""
+    registered_model: str = "inspectops-changenet-classify"
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, size: int | None) -> int | None:
+        if size is not None and size % 32:
+            raise ValueError("must be a multiple of 32 (the backbone's coarsest stride)")
+        return size
 
 
 class MalModelParams(_Section):
@@ -302,10 +407,24 @@ class Params(_Section):
     synthetic: SyntheticParams = SyntheticParams()
     segment: SegmentParams = SegmentParams()
     mal: MalParams = MalParams()
+    classify: ClassifyParams = ClassifyParams()
     export: ExportParams = ExportParams()
     quantize: QuantizeParams = QuantizeParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _classify_fits_data(self) -> Params:
+        lights = len(self.data.lighting_conditions)
+        model = self.classify.model
+        if model.concat_type == "grid" and model.grid_map.x * model.grid_map.y != lights:
+            raise ValueError(
+                f"classify.model.grid_map {model.grid_map.x}x{model.grid_map.y} must hold exactly the "
+                f"{lights} lighting condition(s) of data.lighting_conditions"
+            )
+        if self.classify.eval.threshold_split == "test" and self.data.test_fraction <= 0:
+            raise ValueError("classify.eval.threshold_split: test needs data.test_fraction > 0")
+        return self
 
     @property
     def raw_category_dir(self) -> Path:

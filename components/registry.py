@@ -83,7 +83,7 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
 
     from components.evaluation.stage import metrics_path
     from components.export.stage import quantize_metrics_path
-    from components.training.train import training_run, training_run_path
+    from components.training.runs import training_run, training_run_path
 
     family = get_family(family) if isinstance(family, str) else family
     run_info = training_run(params, family)

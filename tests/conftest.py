@@ -27,6 +27,13 @@ TINY_MAL: dict[str, Any] = {
 }
 """MAL at test size: every pipeline test runs it, so it must take seconds."""
 
+TINY_CLASSIFY: dict[str, Any] = {
+    "model": {"pretrained": "none", "embed_dim": 16, "embed_dec": 8, "learnable_difference_modules": 2},
+    "train": {"epochs": 1, "batch_size": 8},
+    "eval": {"num_misclassified": 2},
+}
+"""ChangeNet-Classification at test size, for the same reason."""
+
 
 def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
     """A params mapping whose data and artifacts live under ``root`` and whose data is tiny."""
@@ -36,6 +43,7 @@ def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
         "data": {"image_size": 64},
         "synthetic": dict(TINY_SYNTHETIC),
         "mal": {key: dict(value) for key, value in TINY_MAL.items()},
+        "classify": {key: dict(value) for key, value in TINY_CLASSIFY.items()},
         "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "tests"},
     }
     for key, value in sections.items():

@@ -143,6 +143,16 @@ def nchw_square_size(shape: list[Any], fallback: int) -> int:
     return fallback
 
 
+def _is_square_nchw(shape: Any) -> bool:
+    dims = list(shape)
+    return len(dims) == 4 and (not isinstance(dims[2], int) or not isinstance(dims[3], int) or dims[2] == dims[3])
+
+
+def _feed_shape(shape: list[Any], batch: int, size: int) -> tuple[int, ...]:
+    """A concrete input shape: the batch first, declared sizes kept, symbolic sizes set to ``size``."""
+    return (batch, *(dim if isinstance(dim, int) else size for dim in shape[1:]))
+
+
 def _load_onnxruntime(path: Path, image_size: int, threads: int | None, seed: int) -> LoadedModel:
     import onnxruntime as ort
 
@@ -154,20 +164,24 @@ def _load_onnxruntime(path: Path, image_size: int, threads: int | None, seed: in
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"{path}: onnxruntime cannot load it ({type(error).__name__}: {error})") from None
-    inputs = {item.name: item for item in session.get_inputs()}
-    missing = [name for name in INPUT_NAMES if name not in inputs]
-    if missing:
-        raise ModelLoadError(f"{path}: inputs {missing} not found; the model has {list(inputs)}")
-    first = inputs[INPUT_NAMES[0]]
-    size = nchw_square_size(list(first.shape), image_size)
+    inputs = list(session.get_inputs())
+    if len(inputs) != 2:
+        raise ModelLoadError(f"{path}: expected a (test, golden) model with 2 inputs, got {[i.name for i in inputs]}")
+    first = inputs[0]
+    # Square NCHW pairs (segmentation) report their side; other layouts (the classifier's stacked
+    # lights, several goldens) are fed at their declared shapes.
+    size = nchw_square_size(list(first.shape), image_size) if _is_square_nchw(first.shape) else image_size
     fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
 
     def make(batch: int) -> dict[str, np.ndarray]:
         if fixed_batch is not None and batch != fixed_batch:
             raise ModelLoadError(f"{path}: exported with a fixed batch of {fixed_batch}; export with dynamic batch")
-        test, golden = random_pair(batch, size, seed, dtype)
-        return {INPUT_NAMES[0]: test, INPUT_NAMES[1]: golden}
+        rng = np.random.default_rng(seed)
+        return {
+            item.name: rng.random(_feed_shape(list(item.shape), batch, size), dtype=np.float32).astype(dtype)
+            for item in inputs
+        }
 
     feeds = _InputCache(make)
 

@@ -23,8 +23,10 @@ from components.tracking import tree_hash
 
 NOT_HERE = "not run by this pipeline: use the benchmark-fanout flow on its work pool"
 BENCHMARKED_FAMILY = "segment"
-"""The family the platform table measures. The harness feeds (test, golden) pairs, the inputs of
-the ChangeNet families TAO's per-platform table reports; one-input families (MAL) are not timed here."""
+"""The family TAO's per-platform reference table describes (Visual ChangeNet-Segmentation). The
+harness feeds (test, golden) inputs at the exported shapes, so both ChangeNet families are timed
+(``benchmark_segment``, ``benchmark_classify``); the one-input MAL is not. The reference FPS of
+other platforms belong to the segmentation model: another family's table shows them for scale."""
 
 
 def deploy_models(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[str, Path]:
@@ -36,7 +38,9 @@ def deploy_models(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[str,
         "int8": deploy_path(params, family, "int8_qdq.onnx"),  # symmetric QDQ, the TensorRT-ready model
         "int8-cpu": deploy_path(params, family, "int8_cpu.onnx"),  # the variant tuned for x86 onnxruntime
     }
-    return {label: path for label, path in candidates.items() if path.is_file()}
+    # Another family's labels name it, so its reports and metrics never overwrite segmentation's.
+    prefix = "" if family == BENCHMARKED_FAMILY else f"{family}-"
+    return {f"{prefix}{label}": path for label, path in candidates.items() if path.is_file()}
 
 
 def registered_version(params: Params, family: str = BENCHMARKED_FAMILY) -> str | None:
@@ -46,18 +50,21 @@ def registered_version(params: Params, family: str = BENCHMARKED_FAMILY) -> str 
     return str(json.loads(decision.read_text())["version"]) if decision.is_file() else None
 
 
-def comparison_path(params: Params) -> Path:
-    return benchmarks_dir(params) / "comparison.md"
+def comparison_path(params: Params, family: str = BENCHMARKED_FAMILY) -> Path:
+    """``<reports>/benchmarks/comparison.md`` for segmentation, ``comparison_<family>.md`` otherwise."""
+    suffix = "" if family == BENCHMARKED_FAMILY else f"_{family}"
+    return benchmarks_dir(params) / f"comparison{suffix}.md"
 
 
-def measured_path(params: Params) -> Path:
-    """``<artifacts>/benchmarks/measured.json``: the benchmark stage's DVC output.
+def measured_path(params: Params, family: str = BENCHMARKED_FAMILY) -> Path:
+    """``<artifacts>/benchmarks/measured.json`` (``measured_<family>.json``): the benchmark stage's DVC output.
 
     What was timed (platform, runtime, models by content hash, batch sizes), never the times:
     deterministic, so the committed ``dvc.lock`` matches it, and missing on a fresh clone, so
     DVC measures each new machine once (the times go to MLflow and the reports).
     """
-    return params.paths.artifacts_dir / "benchmarks" / "measured.json"
+    suffix = "" if family == BENCHMARKED_FAMILY else f"_{family}"
+    return params.paths.artifacts_dir / "benchmarks" / f"measured{suffix}.json"
 
 
 def benchmark_stage(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[str, float]:
@@ -92,10 +99,12 @@ def benchmark_stage(params: Params, family: str = BENCHMARKED_FAMILY) -> dict[st
         params, rows, fanout_id=f"pipeline-{version or 'local'}", model_uri=model_uri, model_version=version
     )
     note = f"Measured here: `{here.name}` ({here.runtime}, {best}). Model version {version or 'unregistered'}; MLflow run `{run_id}`."
-    with atomic_file(comparison_path(params)) as handle:
+    if family != BENCHMARKED_FAMILY:
+        note = f"{family}: {note} Reference FPS are TAO's for ChangeNet-Segmentation, shown for scale."
+    with atomic_file(comparison_path(params, family)) as handle:
         handle.write(rows_to_markdown(rows, note=note))
     write_json(
-        measured_path(params),
+        measured_path(params, family),
         {
             "platform": here.name,
             "runtime": here.runtime,

@@ -62,7 +62,7 @@ def _log_to_training_run(params: Params, family: ModelFamily, checkpoint: Path, 
     import mlflow
 
     from components.tracking import ensure_experiment, tracking_uri
-    from components.training.train import training_run
+    from components.training.runs import training_run
 
     # The pipeline's model: its training run. Any other checkpoint: a run of its own.
     is_pipeline_model = checkpoint.resolve().parent == model_dir(params, family).resolve()

@@ -113,25 +113,42 @@ def plot_pr_curve(
     operating_label: str = "operating point",
 ) -> Path:
     """Write a precision-recall curve to ``path`` (PNG); ``operating_point`` is ``(recall, precision)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     title = "pixel precision-recall"
     if average_precision is not None:
         title += f" (AP {100.0 * average_precision:.2f})"
+    return plot_curve(path, recall, precision, title, "recall", "precision", operating_point, operating_label)
+
+
+def plot_curve(
+    path: Path | str,
+    x: np.ndarray,
+    y: np.ndarray,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    operating_point: tuple[float, float] | None = None,
+    operating_label: str = "operating point",
+    diagonal: bool = False,
+) -> Path:
+    """A curve in the unit square (PR, ROC) as a PNG; ``diagonal`` adds the chance line of a ROC plot."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # no display on pipeline machines
         import matplotlib.pyplot as plt
     except ImportError:
-        _plot_with_pil(path, precision, recall, title, operating_point)
+        _plot_with_pil(path, y, x, title, operating_point, xlabel=xlabel, ylabel=ylabel)
         return path
     figure, axes = plt.subplots(figsize=(5, 5), dpi=100)
-    axes.plot(recall, precision, color="tab:blue", linewidth=1.5)
+    if diagonal:
+        axes.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    axes.plot(x, y, color="tab:blue", linewidth=1.5, drawstyle="steps-post" if diagonal else "default")
     if operating_point is not None:
         axes.plot(*operating_point, "o", color="tab:red", label=operating_label)
-        axes.legend(loc="lower left")
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+        axes.legend(loc="lower right" if diagonal else "lower left")
+    axes.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02), title=title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, format="png")
@@ -147,6 +164,8 @@ def _plot_with_pil(
     operating_point: tuple[float, float] | None,
     size: int = 400,
     margin: int = 40,
+    xlabel: str = "recall",
+    ylabel: str = "precision",
 ) -> None:
     """Bare line plot: axes box, the curve, the operating point and a title."""
     image = Image.new("RGB", (size, size), (255, 255, 255))
@@ -165,9 +184,9 @@ def _plot_with_pil(
         x, y = to_xy(*operating_point)
         draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(214, 39, 40))
     draw.text((margin, 10), title, fill=(0, 0, 0))
-    draw.text((size // 2 - 15, size - margin + 10), "recall", fill=(0, 0, 0))
-    draw.text((4, margin - 14), "precision", fill=(0, 0, 0))
+    draw.text((size // 2 - 15, size - margin + 10), xlabel, fill=(0, 0, 0))
+    draw.text((4, margin - 14), ylabel, fill=(0, 0, 0))
     image.save(path, format="PNG")
 
 
-__all__ = ["mask_outline", "overlay", "plot_pr_curve", "tint", "to_uint8_rgb"]
+__all__ = ["mask_outline", "overlay", "plot_curve", "plot_pr_curve", "tint", "to_uint8_rgb"]

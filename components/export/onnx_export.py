@@ -178,8 +178,8 @@ def export_onnx(
         module: takes the inputs (raw [0, 1] pixels, normalised inside), returns the logits,
             or a tuple of outputs ending in the primary one (``output_names`` in that order).
         params: the ``export`` section (opset, dynamic batch, parity thresholds).
-        parity_inputs: one stack per input, ``(N, C, H, W)``, of real samples; the graph is
-            traced at their size and only the batch axis is dynamic.
+        parity_inputs: one stack per input, ``(N, C, H, W)`` (or ``(N, G, C, H, W)``), of real
+            samples; the graph is traced at their size and only the batch axis is dynamic.
         input_names, output_names: the graph's I/O names.
         sidecar_extra: more fields for ``<model>.json`` (e.g. the source checkpoint).
 
@@ -194,9 +194,9 @@ def export_onnx(
     """
     out_path = Path(out_path)
     inputs = tuple(parity_inputs)
-    if len(inputs) != len(input_names) or any(x.ndim != 4 or len(x) != len(inputs[0]) for x in inputs):
+    if len(inputs) != len(input_names) or any(x.ndim < 4 or len(x) != len(inputs[0]) for x in inputs):
         raise ExportError(
-            f"{out_path}: parity inputs must be {len(input_names)} stacks (N, C, H, W) of one N, "
+            f"{out_path}: parity inputs must be {len(input_names)} stacks (N, ..., C, H, W) of one N, "
             f"got {[tuple(x.shape) for x in inputs]}"
         )
     example = tuple(torch.rand(2, *x.shape[1:]) for x in inputs)

@@ -92,7 +92,7 @@ def export_stage(params: Params, family: FamilyRef, checkpoint: Path | None = No
         inputs,
         family.onnx_input_names,
         family.onnx_output_names(params),
-        sidecar_extra={"checkpoint": str(checkpoint), "family": family.name, **family.deploy_metadata(params)},
+        sidecar_extra={"checkpoint": str(checkpoint), "family": family.name, **family.deploy_metadata(params, module)},
     )
     write_json(export_metrics_path(params, family), metrics)
     return metrics
@@ -216,7 +216,7 @@ def _run_torchao(
     from components.quantization.torchao_ptq import FILENAME, quantize_torchao
 
     path = deploy_path(params, family, FILENAME)
-    quantized, info = quantize_torchao(module.model, dict(module.hparams["model"]), path, family=family.name)
+    quantized, info = quantize_torchao(module.model, family.model_hparams(module), path, family=family.name)
     val_metrics = evaluate_runner(family, quantized, params)
     return record_result(
         "torchao", path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, family.gate_metric

@@ -1,5 +1,5 @@
-"""Model families of inspectops, one folder each (pure torch; training wrappers live elsewhere)."""
+"""Model families of inspectops, one folder each (see :mod:`components.models.family`).
 
-from components.models.changenet import ChangeNetSegment, DeepSupervisionLoss, PretrainedWeightsError, build_backbone
-
-__all__ = ["ChangeNetSegment", "DeepSupervisionLoss", "PretrainedWeightsError", "build_backbone"]
+Nothing is imported here: a family's interface must be importable without torch, so that stages
+that only read files (register) start in a second.
+"""

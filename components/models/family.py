@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from components.config import Params
+    from components.config import Params, TrainLoopParams
     from components.quantization.calibration import CalibrationSet
 
 
@@ -54,6 +54,24 @@ class TrainerSettings:
     resume_from: Path | None = None
     report_keys: tuple[str, ...] = ()
     """Logged values the one-line-per-epoch report shows."""
+
+    @classmethod
+    def from_train_params(cls, t: TrainLoopParams, report_keys: tuple[str, ...] = ()) -> TrainerSettings:
+        """The settings of a ``train`` section built on :class:`~components.config.TrainLoopParams`."""
+        return cls(
+            epochs=t.epochs,
+            precision=t.precision,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            max_minutes=t.max_minutes,
+            limit_train_batches=t.limit_train_batches,
+            grad_clip_norm=t.grad_clip_norm,
+            early_stopping_patience=t.early_stopping_patience,
+            resume_from=t.resume_from,
+            report_keys=report_keys,
+        )
 
 
 @runtime_checkable
@@ -78,8 +96,12 @@ class ModelFamily(Protocol):
         """The deployed graph's outputs; the last is the primary one parity and evaluation read."""
         ...
 
-    def deploy_metadata(self, params: Params) -> dict[str, Any]:
-        """Extra fields for the exported model's sidecar (e.g. the decision threshold)."""
+    def deploy_metadata(self, params: Params, module: L.LightningModule | None = None) -> dict[str, Any]:
+        """Extra fields for the exported model's sidecar (e.g. the decision threshold of ``module``)."""
+        ...
+
+    def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
+        """What :meth:`build_model` needs to rebuild ``module``'s network (stored with quantized models)."""
         ...
 
     def trainer_settings(self, params: Params) -> TrainerSettings: ...
@@ -122,6 +144,7 @@ class ModelFamily(Protocol):
 FAMILY_MODULES: dict[str, str] = {
     "segment": "components.models.changenet.family:FAMILY",
     "mal": "components.models.mal.family:FAMILY",
+    "classify": "components.models.changenet_classify.family:FAMILY",
 }
 """Family name -> ``module:attribute`` of its :class:`ModelFamily`; imported on use (torch is slow to import)."""
 

@@ -99,7 +99,7 @@ def _attach_to_training_run(params: Params, family: str, path, artifact_path: st
     """Log a deploy artifact into the training run, where registry model versions point."""
     import mlflow
 
-    from components.training.train import training_run
+    from components.training.runs import training_run
 
     run = training_run(params, family)
     if not run or not path.is_file():

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate policies named in ``segment.train``."""
+"""Optimizers and learning-rate policies of a family's ``train`` section (:class:`TrainLoopParams`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
-from components.config import SegmentTrainParams
+from components.config import TrainLoopParams
 
 
-def parameter_groups(backbone: nn.Module, rest: nn.Module, p: SegmentTrainParams) -> list[dict]:
+def parameter_groups(backbone: nn.Module, rest: nn.Module, p: TrainLoopParams) -> list[dict]:
     """Backbone at ``lr * backbone_lr_scale``, everything else at ``lr``.
 
     A pretrained backbone needs smaller steps than a freshly initialised decoder: full-size
@@ -25,7 +25,7 @@ def parameter_groups(backbone: nn.Module, rest: nn.Module, p: SegmentTrainParams
     return groups
 
 
-def build_optimizer(parameters: list[nn.Parameter] | list[dict], p: SegmentTrainParams) -> torch.optim.Optimizer:
+def build_optimizer(parameters: list[nn.Parameter] | list[dict], p: TrainLoopParams) -> torch.optim.Optimizer:
     """The optimizer named in params; ``parameters`` may be parameter groups with their own ``lr``."""
     if p.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=p.lr, weight_decay=p.weight_decay)
@@ -35,7 +35,7 @@ def build_optimizer(parameters: list[nn.Parameter] | list[dict], p: SegmentTrain
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, p: SegmentTrainParams, steps_per_epoch: int = 1
+    optimizer: torch.optim.Optimizer, p: TrainLoopParams, steps_per_epoch: int = 1
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The ``lr_policy``, stepped every batch (Lightning ``interval: step``), after a linear warm-up.
 

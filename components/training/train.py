@@ -15,7 +15,6 @@ model (the one evaluate, export and register attach to) is recorded beside, in
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from components.fsutil import write_json
 from components.models.family import ModelFamily, TrainerSettings, get_family
 from components.models.family import model_dir as family_model_dir
 from components.tracking import ensure_experiment, git_commit, run_tags, tracking_uri
+from components.training.runs import training_run_path
 
 FamilyRef = ModelFamily | str
 
@@ -42,21 +42,6 @@ def _family(family: FamilyRef) -> ModelFamily:
 def model_dir(params: Params, family: FamilyRef) -> Path:
     """``<artifacts>/models/<family>``: the train stage's DVC output."""
     return family_model_dir(params, family)
-
-
-def training_run_path(params: Params, family: FamilyRef) -> Path:
-    """``<artifacts>/runs/<family>_model.json``: the MLflow run of the model in :func:`model_dir`."""
-    name = family if isinstance(family, str) else family.name
-    return params.paths.artifacts_dir / "runs" / f"{name}_model.json"
-
-
-def training_run(params: Params, family: FamilyRef) -> dict[str, Any]:
-    """The MLflow run record of the family's current trained model; ``{}`` if absent.
-
-    The one reader of that file: evaluate, export and register attach their results to this run.
-    """
-    path = training_run_path(params, family)
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def train_metrics_path(params: Params, family: FamilyRef) -> Path:

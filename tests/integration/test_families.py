@@ -18,7 +18,8 @@ from components.evaluation.stage import metrics_path
 from components.export.stage import export_stage, fp32_onnx_path, quantize_metrics_path, quantize_stage
 from components.models.family import FAMILY_MODULES, ModelFamily, best_checkpoint, get_family
 from components.registry import candidate_path, register_model
-from components.training.train import train_metrics_path, train_model, training_run
+from components.training.runs import training_run
+from components.training.train import train_metrics_path, train_model
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from components.config import Params
 from components.evaluation.stage import evaluate_stage
 from components.models.changenet.module import load_module
 from components.models.checkpoint import CheckpointError
+from components.training.runs import training_run as family_training_run
 from components.training.train import model_dir as family_model_dir
 from components.training.train import train_model
-from components.training.train import training_run as family_training_run
 
 
 # ChangeNet-Segmentation through the shared stages, as the pipeline runs it.

@@ -53,3 +53,21 @@ def test_overrides_use_dotted_keys(tmp_path: Path) -> None:
     params = load_params(path, {"data.image_size": 64, "segment.train.epochs": 2})
     assert params.data.image_size == 64
     assert params.segment.train.epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"data": {"lighting_conditions": ["UniformLight"]}, "classify": {"model": {"concat_type": "grid"}}},
+            "grid_map 2x2 must hold exactly the 1 lighting condition",
+        ),
+        ({"classify": {"eval": {"threshold_split": "test"}}}, "threshold_split: test needs data.test_fraction > 0"),
+        ({"classify": {"input_size": 100}}, "classify.input_size"),
+        ({"classify": {"model": {"difference_module": "cosine"}}}, "classify.model.difference_module"),
+        ({"classify": {"eval": {"threshold": "best"}}}, "classify.eval.threshold"),
+    ],
+)
+def test_classify_settings_that_do_not_fit_are_refused(raw: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)

@@ -131,10 +131,38 @@ def test_onnxruntime_reads_inputs_and_size_from_the_model(tmp_path: Path) -> Non
     loaded.run_batch(3)  # dynamic batch
 
 
-def test_onnxruntime_names_missing_inputs(tmp_path: Path) -> None:
-    onnx_path = write_tiny_change_onnx(tmp_path / "model.onnx", input_names=("a", "b"))
-    with pytest.raises(ModelLoadError, match=r"inputs \['input0', 'input1'\] not found.*\['a', 'b'\]"):
-        load_runtime("onnxruntime", onnx_path, image_size=64)
+def test_onnxruntime_feeds_any_two_input_model_at_its_declared_shapes(tmp_path: Path) -> None:
+    """The classifier's inputs are named input_1/input_2 and stack four lights (N, 3, 4H, W)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["batch", 3, 4 * 16, 16]
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["input_1", "input_2"], ["output"])],
+        "pair",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("input_1", "input_2")],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
+    path = tmp_path / "pair.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    loaded = load_runtime("onnxruntime", path, image_size=256, threads=1)
+    loaded.run_batch(2)
+
+
+def test_onnxruntime_refuses_a_model_without_two_inputs(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["crop"], ["mask"])],
+        "one",
+        [helper.make_tensor_value_info("crop", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+    )
+    path = tmp_path / "one.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    with pytest.raises(ModelLoadError, match=r"2 inputs, got \['crop'\]"):
+        load_runtime("onnxruntime", path, image_size=64)
 
 
 class _PairModel(torch.nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ChangeDecoder", "DifferenceModule", "ResidualBlock", "SideHead"]
+__all__ = ["ChangeDecoder", "DifferenceModule", "ResidualBlock", "SideHead", "top_down_differences"]
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,30 @@ def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+
+
+def top_down_differences(
+    projections: Sequence[nn.Module],
+    differences: Sequence[nn.Module],
+    feats_a: Sequence[torch.Tensor],
+    feats_b: Sequence[torch.Tensor],
+    levels: Sequence[int],
+) -> list[torch.Tensor]:
+    """Learnt difference maps of ``levels`` (coarsest first), each plus the upsampled coarser one.
+
+    Both images go through the same projection of a level (it belongs to the Siamese feature
+    extractor); the difference module then sees the two projections side by side. Adding the
+    coarser difference map carries context down the pyramid (top-down fusion). Shared by the
+    segmentation decoder and the classification head, so both compare features the same way.
+    """
+    diffs: list[torch.Tensor] = []
+    for level in levels:
+        proj = projections[level]
+        diff = differences[level](torch.cat([proj(feats_a[level]), proj(feats_b[level])], dim=1))
+        if diffs:
+            diff = diff + _resize(diffs[-1], diff)
+        diffs.append(diff)
+    return diffs
 
 
 class DifferenceModule(nn.Sequential):
@@ -107,15 +131,9 @@ class ChangeDecoder(nn.Module):
         ``out_size``: (H, W) of the input images; the final map is resized to it when the finest
         level is not at stride 4 (a backbone whose first kept level is coarser).
         """
-        diffs: list[torch.Tensor] = []
-        side: list[torch.Tensor] = []
-        for level in reversed(range(len(feats_a))):  # coarsest first: top-down fusion
-            proj = self.projections[level]
-            diff = self.differences[level](torch.cat([proj(feats_a[level]), proj(feats_b[level])], dim=1))
-            if diffs:
-                diff = diff + _resize(diffs[-1], diff)
-            diffs.append(diff)
-            side.append(self.side_heads[level](diff))
+        levels = list(reversed(range(len(feats_a))))  # coarsest first: top-down fusion
+        diffs = top_down_differences(self.projections, self.differences, feats_a, feats_b, levels)
+        side = [self.side_heads[level](diff) for level, diff in zip(levels, diffs, strict=True)]
         finest = diffs[-1]
         fused = self.fuse(torch.cat([_resize(diff, finest) for diff in diffs], dim=1))
         final = self.classifier(self.upsample(fused))

@@ -45,23 +45,15 @@ class ChangeNetSegmentFamily:
 
         return output_names(params.export.side_outputs)
 
-    def deploy_metadata(self, params: Params) -> dict[str, Any]:
+    def deploy_metadata(self, params: Params, module: L.LightningModule | None = None) -> dict[str, Any]:
         return {"threshold": params.segment.eval.threshold}
 
+    def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
+        return dict(module.hparams["model"])
+
     def trainer_settings(self, params: Params) -> TrainerSettings:
-        t = params.segment.train
-        return TrainerSettings(
-            epochs=t.epochs,
-            precision=t.precision,
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            max_minutes=t.max_minutes,
-            limit_train_batches=t.limit_train_batches,
-            grad_clip_norm=t.grad_clip_norm,
-            early_stopping_patience=t.early_stopping_patience,
-            resume_from=t.resume_from,
+        return TrainerSettings.from_train_params(
+            params.segment.train,
             report_keys=("train/loss_epoch", "val/loss", "val/iou", "val/f1", "val/precision", "val/recall"),
         )
 

@@ -11,27 +11,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from components.models.mal.crops import (
-    box_mask_in_crop,
-    crop_and_resize,
-    paste_mask,
-    pixel_bounds,
-    test_crop_box,
-    train_crop_box,
-)
-from components.models.mal.losses import (
-    color_affinity,
-    crf_loss,
-    dice_loss,
-    linear_ramp,
-    mean_field,
-    mil_projection_loss,
-)
-from components.models.mal.metrics import InstanceIoU, filled_box_mask, mask_iou, size_bucket
-from components.models.mal.model import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES, MaskAutoLabeler, ema_update
-from components.models.mal.predict import predict_instance_masks
-
 _LAZY = {
+    "InstanceIoU": "components.models.mal.metrics",
+    "MaskAutoLabeler": "components.models.mal.model",
+    "ONNX_INPUT_NAMES": "components.models.mal.model",
+    "ONNX_OUTPUT_NAMES": "components.models.mal.model",
+    "box_mask_in_crop": "components.models.mal.crops",
+    "color_affinity": "components.models.mal.losses",
+    "crf_loss": "components.models.mal.losses",
+    "crop_and_resize": "components.models.mal.crops",
+    "dice_loss": "components.models.mal.losses",
+    "ema_update": "components.models.mal.model",
+    "filled_box_mask": "components.models.mal.metrics",
+    "linear_ramp": "components.models.mal.losses",
+    "mask_iou": "components.models.mal.metrics",
+    "mean_field": "components.models.mal.losses",
+    "mil_projection_loss": "components.models.mal.losses",
+    "paste_mask": "components.models.mal.crops",
+    "pixel_bounds": "components.models.mal.crops",
+    "predict_instance_masks": "components.models.mal.predict",
+    "size_bucket": "components.models.mal.metrics",
+    "test_crop_box": "components.models.mal.crops",
+    "train_crop_box": "components.models.mal.crops",
     "BoxCropDataset": "components.models.mal.data",
     "MalDataError": "components.models.mal.data",
     "MalDataModule": "components.models.mal.data",
@@ -44,7 +45,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Lightning-side names, imported on first use (PEP 562)."""
+    """Every name, imported on first use (PEP 562): the family interface must not import torch."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,7 +39,7 @@ class MaskAutoLabelerFamily:
     def onnx_output_names(self, params: Params) -> tuple[str, ...]:
         return ("mask_logits",)
 
-    def deploy_metadata(self, params: Params) -> dict[str, Any]:
+    def deploy_metadata(self, params: Params, module: L.LightningModule | None = None) -> dict[str, Any]:
         e = params.mal.eval
         return {
             "crop_size": params.mal.model.crop_size,
@@ -47,6 +47,9 @@ class MaskAutoLabelerFamily:
             "mask_threshold": e.mask_threshold,
             "postprocess": "upsample logits to the crop, sigmoid, zero outside the box, paste, threshold",
         }
+
+    def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
+        return dict(module.hparams["model"])
 
     def trainer_settings(self, params: Params) -> TrainerSettings:
         t = params.mal.train
