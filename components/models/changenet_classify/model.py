@@ -63,7 +63,8 @@ GoldenFusion = Literal["mean", "attention"]
 def stack_lights(images: torch.Tensor) -> torch.Tensor:
     """``(..., L, 3, H, W)`` -> TAO's linear layout ``(..., 3, L*H, W)`` (lights top to bottom)."""
     *lead, lights, channels, height, width = images.shape
-    moved = images.movedim(-4, -3)  # (..., 3, L, H, W)
+    rank = images.dim()  # positive dims: the ONNX exporter writes negative ones into Transpose as they are
+    moved = images.movedim(rank - 4, rank - 3)  # (..., 3, L, H, W)
     return moved.reshape(*lead, channels, lights * height, width)
 
 
@@ -73,7 +74,8 @@ def unstack_lights(images: torch.Tensor, lights: int) -> torch.Tensor:
     if total_height % lights:
         raise ValueError(f"image height {total_height} is not {lights} stacked lights of equal height")
     split = images.reshape(*lead, channels, lights, total_height // lights, width)
-    return split.movedim(-3, -4)
+    rank = split.dim()
+    return split.movedim(rank - 3, rank - 4)
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
