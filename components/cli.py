@@ -313,14 +313,15 @@ def infer_classify(
 
     with _friendly_errors():
         p = _load(params, set_)
-        ckpt = checkpoint or model_dir(p, "classify") / "best.ckpt"
+        from components.models.changenet_classify.module import load_module
+
+        model = load_module(checkpoint or model_dir(p, "classify") / "best.ckpt").model
         if threshold is None:
             from components.models.changenet_classify.evaluate import operating_threshold
-            from components.models.changenet_classify.module import load_module
 
-            threshold = operating_threshold(load_module(ckpt).model, p)
+            threshold = operating_threshold(model, p)
         size = p.classify.input_size or p.data.image_size
-        result = infer(ckpt, golden, test, p.data.lighting_conditions, size, threshold)
+        result = infer(model, golden, test, p.data.lighting_conditions, size, threshold)
         typer.echo(
             f"{result.verdict}: score {result.score:.4f} (threshold {result.threshold:.4f}, "
             f"{len(p.data.lighting_conditions)} light(s), {result.goldens} golden(s))"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from components.data.layout import IMAGE_SUFFIXES
-from components.models.changenet_classify.data import ClassifyDataError, _load_capture
+from components.models.changenet_classify.data import ClassifyDataError, load_capture
 from components.models.changenet_classify.model import stack_lights
 
 __all__ = ["ClassifyResult", "InferInputError", "find_capture", "infer_classify"]
@@ -58,8 +58,6 @@ def find_capture(path: Path, lights: Sequence[str]) -> list[Path]:
             what = "no image" if not matches else f"{len(matches)} images ({[m.name for m in matches]})"
             raise InferInputError(f"{path}: {what} for light {light!r}; expected one named <name>_{light}.<ext>")
         found.append(matches[0])
-    if len(lights) == 1 and not found:
-        raise InferInputError(f"{path}: holds no images")
     return found
 
 
@@ -74,19 +72,19 @@ def _golden_captures(path: Path, lights: Sequence[str]) -> list[list[Path]]:
 
 @torch.inference_mode()
 def infer_classify(
-    checkpoint: Path, golden: Path, test: Path, lights: Sequence[str], input_size: int, threshold: float
+    model: torch.nn.Module, golden: Path, test: Path, lights: Sequence[str], input_size: int, threshold: float
 ) -> ClassifyResult:
-    """Score one part against its golden(s) with the trained model in ``checkpoint``."""
+    """Score one part against its golden(s) with a trained ``ChangeNetClassify`` (or its ONNX runner)."""
     from components.models.changenet_classify.evaluate import scores_of
-    from components.models.changenet_classify.module import load_module
 
     test_paths = find_capture(test, lights)
     golden_paths = _golden_captures(golden, lights)
     try:
-        test_tensor = stack_lights(_load_capture(test_paths, input_size))[None]
-        goldens = torch.stack([stack_lights(_load_capture(paths, input_size)) for paths in golden_paths])[None]
+        test_tensor = stack_lights(load_capture(test_paths, input_size))[None]
+        goldens = torch.stack([stack_lights(load_capture(paths, input_size)) for paths in golden_paths])[None]
     except ClassifyDataError as error:
         raise InferInputError(str(error)) from None
-    model = load_module(checkpoint).model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     score = float(scores_of(model(test_tensor, goldens))[0])
     return ClassifyResult(score=score, threshold=threshold, defect=score > threshold, goldens=len(golden_paths))

@@ -39,14 +39,12 @@ def test_infer_scores_a_part_against_one_or_several_goldens(tmp_path: Path) -> N
     module = ChangeClassifyModule(
         model.model_dump(mode="json"), ClassifyTrainParams().model_dump(mode="json"), num_lights=2
     )
-    checkpoint = tmp_path / "best.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
     test = _capture(tmp_path / "test", "C1", 90)
     one = _capture(tmp_path / "golden", "C1", 80)
-    result = infer_classify(checkpoint, one, test, LIGHTS, input_size=32, threshold=0.5)
+    result = infer_classify(module.model, one, test, LIGHTS, input_size=32, threshold=0.5)
     assert 0.0 <= result.score <= 1.0 and result.goldens == 1
     assert result.verdict == ("DEFECT" if result.score > 0.5 else "PASS")
     several = tmp_path / "goldens"
     for k in range(3):
         _capture(several / str(k), "G", 80 + k)
-    assert infer_classify(checkpoint, several, test, LIGHTS, input_size=32, threshold=0.5).goldens == 3
+    assert infer_classify(module.model, several, test, LIGHTS, input_size=32, threshold=0.5).goldens == 3

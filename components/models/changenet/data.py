@@ -249,6 +249,19 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
 # ------------------------------------------------------------------------------ data module
 
 
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
+    """The loader every ChangeNet data module uses: order from ``sampler`` (or none), workers kept alive."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
 class SegmentDataModule(L.LightningDataModule):
     """Train/val(/test) loaders of the prepared segmentation dataset under ``root``.
 
@@ -296,15 +309,7 @@ class SegmentDataModule(L.LightningDataModule):
             self.test_set = ChangeSegmentDataset(self.root, "test", None, self.seed)
 
     def _loader(self, dataset: ChangeSegmentDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return make_loader(dataset, batch_size, self.num_workers, sampler)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
@@ -337,5 +342,6 @@ __all__ = [
     "SegmentDataModule",
     "augment_geometric",
     "augment_photometric",
+    "make_loader",
     "stream_seed",
 ]

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ChangeDecoder", "DifferenceModule", "ResidualBlock", "SideHead", "top_down_differences"]
+__all__ = ["ChangeDecoder", "DifferenceModule", "ResidualBlock", "SideHead", "resize_like", "top_down_differences"]
 
 
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def resize_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Bilinearly resize ``x`` to ``like``'s spatial size; no op when they already agree."""
     if x.shape[-2:] == like.shape[-2:]:
         return x
@@ -52,7 +52,7 @@ def top_down_differences(
         proj = projections[level]
         diff = differences[level](torch.cat([proj(feats_a[level]), proj(feats_b[level])], dim=1))
         if diffs:
-            diff = diff + _resize(diffs[-1], diff)
+            diff = diff + resize_like(diffs[-1], diff)
         diffs.append(diff)
     return diffs
 
@@ -135,7 +135,7 @@ class ChangeDecoder(nn.Module):
         diffs = top_down_differences(self.projections, self.differences, feats_a, feats_b, levels)
         side = [self.side_heads[level](diff) for level, diff in zip(levels, diffs, strict=True)]
         finest = diffs[-1]
-        fused = self.fuse(torch.cat([_resize(diff, finest) for diff in diffs], dim=1))
+        fused = self.fuse(torch.cat([resize_like(diff, finest) for diff in diffs], dim=1))
         final = self.classifier(self.upsample(fused))
         if out_size is not None and tuple(final.shape[-2:]) != tuple(out_size):
             final = F.interpolate(final, size=tuple(out_size), mode="bilinear", align_corners=False)

@@ -43,7 +43,7 @@ from components.data.formats import (
     golden_image_paths,
 )
 from components.imageio import ImageReadError, read_image
-from components.models.changenet.data import EpochSeededSampler, augment_photometric, stream_seed
+from components.models.changenet.data import EpochSeededSampler, augment_photometric, make_loader, stream_seed
 from components.models.changenet_classify.model import stack_lights
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "ClassifyDataset",
     "ClassifyRow",
     "WeightedEpochSampler",
+    "load_capture",
     "read_classify_csv",
     "sample_weights",
 ]
@@ -168,7 +169,7 @@ class WeightedEpochSampler(Sampler[tuple[int, int]]):
         return iter([(self.epoch, int(i)) for i in drawn])
 
 
-def _load_capture(paths: Sequence[Path], size: int | None, cache: dict[Path, np.ndarray] | None = None) -> torch.Tensor:
+def load_capture(paths: Sequence[Path], size: int | None, cache: dict[Path, np.ndarray] | None = None) -> torch.Tensor:
     """``(L, 3, H, W)`` floats in [0, 1] from one image per light, resized to ``size`` when given.
 
     ``cache`` keeps the decoded pixels of each file: a split's parts are read every epoch, and
@@ -235,8 +236,8 @@ class ClassifyDataset(Dataset[dict[str, Any]]):
         row = self.rows[int(index)]
         where = f"{self.csv_path}:{row.line} (object_name {row.object_name!r})"
         try:
-            test = _load_capture(row.test, self.input_size, self.cache)
-            goldens = torch.stack([_load_capture(paths, self.input_size, self.cache) for paths in row.goldens])
+            test = load_capture(row.test, self.input_size, self.cache)
+            goldens = torch.stack([load_capture(paths, self.input_size, self.cache) for paths in row.goldens])
         except ClassifyDataError as error:
             raise ClassifyDataError(f"{where}: {error}") from None
         if goldens.shape[-3:] != test.shape[-3:]:
@@ -311,15 +312,7 @@ class ClassifyDataModule(L.LightningDataModule):
             self.dataset("val")
 
     def _loader(self, dataset: ClassifyDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return make_loader(dataset, batch_size, self.num_workers, sampler)
 
     def train_dataloader(self) -> DataLoader:
         train = self.dataset("train")

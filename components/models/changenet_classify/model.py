@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.models.backbones.pyramid import FeaturePyramid, PretrainedSource, build_backbone
-from components.models.changenet.decoder import DifferenceModule, top_down_differences
+from components.models.changenet.decoder import DifferenceModule, resize_like, top_down_differences
 
 if TYPE_CHECKING:
     from components.config import ClassifyModelParams
@@ -138,13 +138,7 @@ class LearnableDifference(nn.Module):
         """Class logits ``(N, 2)``: [PASS, defect]."""
         diffs = top_down_differences(self.projections, self.differences, test, golden, self.levels)
         finest = diffs[-1]
-        resized = [
-            d
-            if d.shape[-2:] == finest.shape[-2:]
-            else F.interpolate(d, size=finest.shape[-2:], mode="bilinear", align_corners=False)
-            for d in diffs
-        ]
-        return self.head(_pool(self.fuse(torch.cat(resized, dim=1))))
+        return self.head(_pool(self.fuse(torch.cat([resize_like(d, finest) for d in diffs], dim=1))))
 
 
 class EuclideanDifference(nn.Module):
