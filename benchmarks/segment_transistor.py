@@ -80,6 +80,20 @@ def measure_throughput(backbone: str, embed_dim: int = 256, batch: int = 8, size
     return batch * steps / (time.perf_counter() - started)
 
 
+def val_curve(params: Any) -> list[float]:
+    """Val change-IoU after each epoch, read back from the training's MLflow run (empty if not found)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from components.training.runs import training_run
+
+        run_id = training_run(params, "segment")["run_id"]
+        history = MlflowClient(params.tracking.tracking_uri).get_metric_history(run_id, "val/iou")
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
+    except Exception:  # a missing curve must not lose the benchmark's numbers
+        return []
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from components.data.ingest import ingest
     from components.evaluation.stage import evaluate_stage
@@ -114,9 +128,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{variant}] training {args.backbone} for up to {args.minutes} min", flush=True)
         trained = train_model(params, "segment")
         evaluated = evaluate_stage(params, "segment")
+        results["image_score"] = params.segment.eval.image_score
         results["variants"][variant] = {
             "train": trained,
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
+            "val_curve": val_curve(params),
         }
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
@@ -175,6 +191,33 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         for variant, d in per_kind.items():
             lines.append(f"| {variant} | " + " | ".join(pct(d.get(k)) for k in kinds) + " |")
+    verdicts = {variant: data["val"] for variant, data in results["variants"].items()}
+    if verdicts:
+        from components.models.changenet.image_score import IMAGE_SCORES
+
+        lines += [
+            "",
+            "Image-level verdict (val): image AUROC of each score rule; defect recall and false-alarm rate at the "
+            "threshold chosen on train (at most 2 % of good train parts flagged), for the rule in "
+            "`segment.eval.image_score`:",
+            "",
+            "| model | "
+            + " | ".join(f"AUROC {rule}" for rule in IMAGE_SCORES)
+            + " | rule | defect recall | false alarm |",
+            "|---" * (len(IMAGE_SCORES) + 4) + "|",
+        ]
+        for variant, v in verdicts.items():
+            lines.append(
+                f"| {variant} | "
+                + " | ".join(pct(v.get(f"image_auroc/{rule}")) for rule in IMAGE_SCORES)
+                + f" | {results.get('image_score', '')} | {pct(v.get('image_defect_recall'))} | "
+                f"{pct(v.get('image_false_alarm_rate'))} |"
+            )
+        curves = {
+            variant: data.get("val_curve") for variant, data in results["variants"].items() if data.get("val_curve")
+        }
+        for variant, curve in curves.items():
+            lines += ["", f"Val change-IoU per epoch ({variant}): " + ", ".join(pct(x, 1) for x in curve)]
     if "throughput" in results:
         width = results.get("throughput_embed_dim", 256)
         lines += [
@@ -189,15 +232,16 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results_md(section: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
-    """Replace the section between ``begin`` and ``end`` in RESULTS.md (append it the first time)."""
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+def update_results_md(section: str, begin: str = MARK_BEGIN, end: str = MARK_END, path: Path | None = None) -> None:
+    """Replace the section between ``begin`` and ``end`` in RESULTS.md, or ``path`` (append it the first time)."""
+    path = path or RESULTS_MD
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     if begin in text:
         head, rest = text.split(begin, 1)
         text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS_MD.write_text(text)
+    path.write_text(text)
 
 
 def main() -> None:

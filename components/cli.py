@@ -59,6 +59,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.benchmarking.harness", "BenchmarkError"),
         ("components.benchmarking.runtimes", "RuntimeUnavailable"),
         ("components.benchmarking.runtimes", "ModelLoadError"),
+        ("components.benchmarking.variants", "VariantError"),
         ("components.benchmarking.platforms", "PlatformError"),
         ("components.benchmarking.trtexec", "TrtexecError"),
         ("components.benchmarking.tensorrt_build", "EngineBuildError"),
@@ -275,16 +276,22 @@ def infer_segment(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
+    image_threshold: Annotated[
+        float | None,
+        typer.Option(help="Call a part DEFECT above this image score (the export sidecar's image_threshold)."),
+    ] = None,
 ) -> None:
-    """Predict change masks for golden/test pairs."""
+    """Predict change masks for golden/test pairs, and each pair's image score (verdicts.csv)."""
     from components.inference.segment_infer import infer_segment as infer
     from components.training.train import model_dir
 
     with _friendly_errors():
         p = _load(params, set_)
         ckpt = checkpoint or model_dir(p, "segment") / "best.ckpt"
-        written = infer(ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold)
-        typer.echo(f"wrote {len(written)} mask(s) and overlay(s) to {out}")
+        written = infer(
+            ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold, p.segment.eval, image_threshold
+        )
+        typer.echo(f"wrote {len(written)} mask(s) and overlay(s), and verdicts.csv, to {out}")
 
 
 @infer_app.command("classify")
@@ -333,24 +340,49 @@ def benchmark(
     ctx: typer.Context,
     model: Annotated[Path | None, typer.Option(help="Model: .ckpt/.pt (pytorch), .onnx, or a TensorRT engine.")] = None,
     runtime: Annotated[str, typer.Option(help="pytorch | onnxruntime | tensorrt")] = "onnxruntime",
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default cpu; tensorrt always runs on cuda).")] = None,
     batch_sizes: Annotated[str | None, typer.Option(help="e.g. 1,8,16,32 (default benchmark.batch_sizes).")] = None,
-    precision: Annotated[str | None, typer.Option(help="Precision label (TensorRT: build precision).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="pytorch: what it runs in, fp32 | bf16 (autocast) | fp16 (model.half(), cuda only); "
+            "onnxruntime: a label (default: read from the ONNX); tensorrt: the build precision."
+        ),
+    ] = None,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="pytorch: weights and inputs in channels-last memory format.")
+    ] = False,
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="pytorch: torch.compile the model (compiled before timing).")
+    ] = False,
+    compile_mode: Annotated[
+        str | None,
+        typer.Option(help="With --compile: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs."),
+    ] = None,
     model_version: Annotated[str | None, typer.Option(help="Registry version, for the MLflow tags.")] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
 ) -> None:
-    """Benchmark one model here: JSON under artifacts/reports/benchmarks and MLflow metrics."""
+    """Benchmark one model here: JSON under artifacts/reports/benchmarks and MLflow metrics.
+
+    On a GPU: --device cuda, e.g. --runtime pytorch --device cuda --precision fp16 --channels-last --compile.
+    """
     if ctx.invoked_subcommand is not None:
         return
     if model is None:
         typer.secho("error: --model is required (or use `inspectops benchmark platform`)", fg="red", err=True)
         raise typer.Exit(code=2)
     from components.benchmarking.bench import parse_batch_sizes, run_benchmark
+    from components.benchmarking.variants import cli_variant
 
     with _friendly_errors():
+        variant = cli_variant(runtime, device, precision, channels_last, compile_, compile_mode)
         p = _load(params, set_)
         sizes = parse_batch_sizes(batch_sizes) if batch_sizes else None
-        for record in run_benchmark(p, model, runtime, sizes, precision, model_version):
+        records = run_benchmark(p, model, variant, sizes, model_version=model_version)
+        if records:
+            typer.echo(f"{records[0]['variant']} on {records[0]['device'] or variant.device}")
+        for record in records:
             typer.echo(
                 f"batch {record['batch_size']:>3}: {record['pairs_per_second']:.2f} pairs/s, "
                 f"latency median {record['latency_median_ms']:.2f} ms, p99 {record['latency_p99_ms']:.2f} ms"

@@ -127,6 +127,9 @@ class SegmentModelParams(BackboneParams):
     """Visual ChangeNet-Segmentation architecture; mirrors ``ChangeNetSegment``'s arguments."""
 
     embed_dim: int = Field(256, ge=8)
+    upsample_dim: int | None = Field(None, ge=0)
+    """Width of the decoder's two full-resolution stages; ``None`` keeps ``embed_dim`` (TAO); ``0``
+    classifies at stride 4 and resizes the logits bilinearly."""
     num_classes: int = Field(2, ge=2)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -165,7 +168,23 @@ class TrainLoopParams(_Section):
     limit_train_batches: float | int | None = None
 
 
+class EmaParams(_Section):
+    """An exponential moving average of the weights (timm ``ModelEmaV3``), validated and deployed.
+
+    The average smooths out single bad steps, so the val curve does not collapse for an epoch
+    when the learning rate is high. ``warmup`` ramps the decay as ``1 - (1 + step)^(-2/3)`` up to
+    ``decay``, so the average follows the fast-moving early weights instead of the random init.
+    """
+
+    decay: float = Field(0.998, gt=0.0, lt=1.0)
+    warmup: bool = True
+
+
 class SegmentTrainParams(TrainLoopParams):
+    ema: EmaParams | None = None
+    """``null``: validate and deploy the raw weights (the checkpoints of earlier versions)."""
+    freeze_backbone_levels: int = Field(0, ge=0, le=4)
+    """Keep the backbone layers of the finest N pyramid levels fixed (0: train all)."""
     change_class_weight: float = Field(1.5, gt=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
     labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
@@ -174,8 +193,19 @@ class SegmentTrainParams(TrainLoopParams):
 
 class SegmentEvalParams(_Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Pixel threshold on the change probability."""
     num_overlays: int = Field(6, ge=0)
     batch_size: int = Field(8, ge=1)
+    image_score: Literal["max", "smooth_max", "topk_mean", "area"] = "max"
+    """How the change map becomes one score per part (``components/models/changenet/image_score.py``)."""
+    score_window: int = Field(9, ge=1)
+    """Box side in pixels of ``smooth_max``."""
+    topk_fraction: float = Field(0.001, gt=0.0, le=1.0)
+    """Share of the pixels ``topk_mean`` averages."""
+    image_threshold_split: Literal["train", "test"] = "train"
+    """Where the pass/defect threshold on the image score is chosen: never on the split reported."""
+    max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
+    """The operating threshold catches the most defects while flagging at most this share of good parts."""
 
 
 class SegmentParams(_Section):
@@ -424,6 +454,8 @@ class Params(_Section):
             )
         if self.classify.eval.threshold_split == "test" and self.data.test_fraction <= 0:
             raise ValueError("classify.eval.threshold_split: test needs data.test_fraction > 0")
+        if self.segment.eval.image_threshold_split == "test" and self.data.test_fraction <= 0:
+            raise ValueError("segment.eval.image_threshold_split: test needs data.test_fraction > 0")
         return self
 
     @property

@@ -1,15 +1,20 @@
 """Benchmark entry points: one model on this machine (CLI), one platform (flow child), and recording.
 
-* :func:`run_benchmark` - ``inspectops benchmark --model PATH --runtime ... --batch-sizes ...``:
-  load the model for the runtime, time each batch size with the harness, write JSON and
-  log one MLflow run.
+* :func:`run_benchmark` - ``inspectops benchmark --model PATH --runtime ... --device ... --batch-sizes ...``:
+  load the model for one runtime variant (:mod:`components.benchmarking.variants`), time each
+  batch size with the harness (:func:`measure`), write JSON and log one MLflow run.
+* :func:`measure` - the timing alone, recording nothing: what ``benchmarks/segment_gpu.py``
+  calls on a GPU box that has no MLflow.
 * :func:`benchmark_platform` - the body of the ``benchmark-platform`` flow: resolve the
   model (registry URI or path), and on a TensorRT platform build and time engines with
   trtexec (preferred: it is how TAO measured) or the TensorRT Python API; record the same way.
 * :func:`collect_fanout_results` / :func:`log_comparison` - the fan-out parent reads the
   children's MLflow runs (MLflow is the store every platform can reach) and logs the table.
 
-Nothing is recorded for a platform that cannot run: the error propagates with its reason.
+Every record says what produced it: ``runtime`` (the runtime's name), ``variant`` (its label,
+e.g. ``pytorch cuda fp16 channels-last compile``), ``precision`` and ``device`` (the device's
+name, e.g. ``NVIDIA H200``). Nothing is recorded for a platform that cannot run: the error
+propagates with its reason.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from components.benchmarking.compare import (
 from components.benchmarking.harness import benchmark
 from components.benchmarking.platforms import Platform, PlatformError, PlatformRegistry, load_platforms
 from components.benchmarking.runtimes import RUNTIMES, RuntimeUnavailable
+from components.benchmarking.variants import RuntimeVariant
 from components.config import Params
 from components.fsutil import write_json
 
@@ -91,9 +97,17 @@ def benchmarks_dir(params: Params) -> Path:
     return params.reports_dir / "benchmarks"
 
 
-def results_path(params: Params, platform: str, runtime: str, precision: str) -> Path:
-    """``<artifacts>/reports/benchmarks/<platform>-<runtime>-<precision>.json``."""
-    return benchmarks_dir(params) / f"{platform}-{runtime}-{precision}.json"
+def results_path(
+    params: Params, platform: str, runtime: str, precision: str, variant: RuntimeVariant | None = None
+) -> Path:
+    """``<artifacts>/reports/benchmarks/<platform>-<variant slug>.json``.
+
+    The slug of a runtime on its usual device is ``<runtime>-<precision>``; others name the
+    device and options too (``pytorch-cuda-fp16-channels-last-compile``), so variants never
+    overwrite each other's reports.
+    """
+    slug = variant.slug if variant is not None else f"{runtime}-{precision}"
+    return benchmarks_dir(params) / f"{platform}-{slug}.json"
 
 
 def default_precision(runtime: str, model_path: Path, platform: Platform | None) -> str:
@@ -114,6 +128,37 @@ def _known_platform(name: str, registry: PlatformRegistry | None) -> Platform | 
         return None
 
 
+def as_variant(runtime: str | RuntimeVariant, precision: str | None = None) -> RuntimeVariant:
+    """A runtime name (on its usual device) or a variant, with ``precision`` filled in when given.
+
+    Raises :class:`BenchmarkSetupError` for an unknown runtime name or a precision that
+    contradicts the variant's.
+    """
+    if isinstance(runtime, str):
+        if runtime not in RUNTIMES:
+            raise BenchmarkSetupError(f"unknown runtime {runtime!r}; choose from {list(RUNTIMES)}")
+        return RuntimeVariant(runtime, precision=precision)
+    if precision is not None and runtime.precision is not None and precision != runtime.precision:
+        raise BenchmarkSetupError(f"precision {precision!r} contradicts the variant {runtime.label!r}")
+    return runtime.with_precision(precision) if precision is not None else runtime
+
+
+def recorded_platform(params: Params, variant: RuntimeVariant, platform: str | None = None) -> str:
+    """The platform a number is filed under: ``platform``, else ``benchmark.platform`` when it is this kind of device.
+
+    A CUDA measurement is never filed under a CPU platform (nor the reverse): with the default
+    ``benchmark.platform: cpu``, ``--device cuda`` records under ``local-cuda``; set
+    ``benchmark.platform`` (e.g. ``-S benchmark.platform=h100``) to file it under a known GPU.
+    """
+    if platform:
+        return platform
+    name = params.benchmark.platform
+    known = _known_platform(name, None)
+    if known is not None and (known.kind == "cpu") != (variant.device == "cpu"):
+        return f"local-{variant.device}"
+    return name
+
+
 # ---------------------------------------------------------------------------- recording
 
 
@@ -129,36 +174,48 @@ def record_results(
     tool: str,
     extra_tags: Mapping[str, str] | None = None,
     extra_files: Sequence[Path] = (),
+    variant: RuntimeVariant | None = None,
+    device: str | None = None,
 ) -> str:
-    """Write the JSON and log one MLflow run (metrics ``bench/b<N>/...``); returns the run id."""
+    """Write the JSON and log one MLflow run (metrics ``bench/b<N>/...``); returns the run id.
+
+    ``variant`` (its label) and ``device`` (the device's name) go into the JSON and the run's
+    tags, so the comparison table can say what each number came from.
+    """
     import mlflow
 
     from components.tracking import log_metrics, mlflow_run
 
     batch_sizes = ",".join(str(record["batch_size"]) for record in records)
+    label = variant.label if variant is not None else f"{runtime} {precision}"
+    device = device or next((str(r["device"]) for r in records if r.get("device")), "")
     payload = {
         "platform": platform,
         "runtime": runtime,
+        "variant": label,
         "precision": precision,
+        "device": device,
         "tool": tool,
         "model": model_uri,
         "model_version": model_version,
         "results": records,
     }
-    path = results_path(params, platform, runtime, precision)
+    path = results_path(params, platform, runtime, precision, variant)
     write_json(path, payload)
     tags = {
         "kind": "benchmark",
         "platform": platform,
         "runtime": runtime,
+        "variant": label,
         "precision": precision,
+        "device": device,
         "batch_sizes": batch_sizes,
         "model_version": model_version or "unversioned",
         "model_uri": model_uri,
         "tool": tool,
         **(extra_tags or {}),
     }
-    with mlflow_run(params, run_name=f"benchmark-{platform}-{runtime}-{precision}", tags=tags) as run:
+    with mlflow_run(params, run_name=f"benchmark-{path.stem}", tags=tags) as run:
         bench = params.benchmark
         mlflow.log_params(
             {
@@ -185,20 +242,75 @@ def record_results(
 # ---------------------------------------------------------------------------- one model, this machine
 
 
-def _time_model(params: Params, runtime: str, model_path: Path, batch_sizes: Sequence[int]) -> list[dict[str, Any]]:
+def _time_model(
+    params: Params, variant: RuntimeVariant, model_path: Path, batch_sizes: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Load once, then per batch size: prepare (compile, first calls; timed apart), warm up, time."""
+    import time
+
     from components.benchmarking.runtimes import load_runtime
 
     bench = params.benchmark
-    loaded = load_runtime(runtime, model_path, params.data.image_size, bench.threads, seed=params.seed)
+    loaded = load_runtime(variant, model_path, params.data.image_size, bench.threads, seed=params.seed)
+    records = []
     try:
-        return [
-            benchmark(
+        for batch in batch_sizes:
+            prepare_seconds = None
+            if loaded.prepare is not None:
+                started = time.perf_counter()
+                loaded.prepare(batch)
+                prepare_seconds = time.perf_counter() - started
+            record = benchmark(
                 loaded.run_batch, batch, bench.warmup_seconds, bench.duration_seconds, bench.min_iterations
             ).to_dict()
-            for batch in batch_sizes
-        ]
+            record.update(
+                {
+                    "runtime": variant.runtime,
+                    "variant": variant.label,
+                    "precision": variant.precision,
+                    "device": loaded.device,
+                    "prepare_seconds": prepare_seconds,
+                    "runtime_details": loaded.details,
+                }
+            )
+            records.append(record)
+        return records
     finally:
         loaded.close()
+
+
+def measure(
+    params: Params,
+    model_path: Path | str,
+    variant: RuntimeVariant,
+    batch_sizes: Sequence[int],
+    work_dir: Path | None = None,
+    opt_batch: int | None = None,
+) -> list[dict[str, Any]]:
+    """Time ``model_path`` as ``variant`` here for each batch size; records only, nothing written.
+
+    TensorRT given an ONNX builds a dynamic-batch engine in ``work_dir`` first. Each record is
+    the harness's (:meth:`~components.benchmarking.harness.BenchmarkResult.to_dict`) plus
+    ``runtime``, ``variant``, ``precision``, ``device``, ``prepare_seconds`` (compile and first
+    calls, outside the numbers) and ``runtime_details`` (providers, threads, the torch steps).
+    ``params.benchmark`` sets warm-up, duration and minimum iterations.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise BenchmarkSetupError(f"{model_path}: model file not found")
+    sizes = tuple(batch_sizes)
+    if not sizes or min(sizes) < 1:
+        raise BenchmarkSetupError(f"batch sizes must be >= 1, got {list(sizes)}")
+    if variant.precision is None:
+        variant = variant.with_precision(default_precision(variant.runtime, model_path, None))
+    timed = model_path
+    if variant.runtime == "tensorrt" and model_path.suffix == ".onnx":
+        from components.benchmarking.runtimes import check_available
+
+        check_available(variant)  # before spending minutes on an engine build
+        engine_dir = work_dir or benchmarks_dir(params) / "engines"
+        timed = _engine_from_onnx(params, model_path, engine_dir, sizes, str(variant.precision), opt_batch)
+    return _time_model(params, variant, timed, sizes)
 
 
 def _engine_from_onnx(
@@ -224,61 +336,69 @@ def _engine_from_onnx(
 def run_benchmark(
     params: Params,
     model_path: Path | str,
-    runtime: str,
+    runtime: str | RuntimeVariant,
     batch_sizes: Sequence[int] | None = None,
     precision: str | None = None,
     model_version: str | None = None,
     platform: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time ``model_path`` on ``runtime`` here for each batch size; write JSON, log MLflow; return the records.
+    """Time ``model_path`` as ``runtime`` here for each batch size; write JSON, log MLflow; return the records.
 
-    ``tensorrt`` accepts an engine (``.plan``/``.engine``) or an ONNX, which is built first.
-    ``precision`` is a label for PyTorch and ONNX Runtime (the model decides; for ONNX it is
-    read from the graph by default) and the build precision for TensorRT.
+    ``runtime`` is a name (that runtime on its usual device: pytorch and onnxruntime on the
+    CPU, tensorrt on the GPU) or a :class:`~components.benchmarking.variants.RuntimeVariant`
+    (``inspectops benchmark --device cuda --precision fp16 --compile``). ``tensorrt`` accepts
+    an engine (``.plan``/``.engine``) or an ONNX, which is built first. ``precision`` is what
+    PyTorch computes in (fp32, bf16, fp16), a label for ONNX Runtime (the graph decides; read
+    from it by default) and the build precision for TensorRT. On a machine without the
+    runtime or device this raises :class:`RuntimeUnavailable` and records nothing.
     """
-    if runtime not in RUNTIMES:
-        raise BenchmarkSetupError(f"unknown runtime {runtime!r}; choose from {list(RUNTIMES)}")
+    variant = as_variant(runtime, precision)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise BenchmarkSetupError(f"{model_path}: model file not found")
-    platform = platform or params.benchmark.platform
+    platform = recorded_platform(params, variant, platform)
     known = _known_platform(platform, None)
     sizes = tuple(batch_sizes or platform_batch_sizes(params, known))
-    if not sizes or min(sizes) < 1:
-        raise BenchmarkSetupError(f"batch sizes must be >= 1, got {list(sizes)}")
-    precision = precision or default_precision(runtime, model_path, known)
-
-    timed = model_path
-    if runtime == "tensorrt" and model_path.suffix == ".onnx":
-        opt = known.reference.batch_size if known and known.reference else None
-        timed = _engine_from_onnx(params, model_path, benchmarks_dir(params) / platform, sizes, precision, opt)
-    records = _time_model(params, runtime, timed, sizes)
+    if variant.precision is None:
+        variant = variant.with_precision(default_precision(variant.runtime, model_path, known))
+    opt = known.reference.batch_size if known and known.reference else None
+    records = measure(params, model_path, variant, sizes, benchmarks_dir(params) / platform, opt)
     for record in records:
-        record.update(
-            {
-                "platform": platform,
-                "runtime": runtime,
-                "precision": precision,
-                "tool": "harness",
-                "model_version": model_version,
-            }
-        )
+        record.update({"platform": platform, "tool": "harness", "model_version": model_version})
     record_results(
         params,
         records,
         platform=platform,
-        runtime=runtime,
-        precision=precision,
+        runtime=variant.runtime,
+        precision=str(variant.precision),
         model_uri=str(model_path),
         model_version=model_version,
         tool="harness",
         extra_tags=extra_tags,
+        variant=variant,
     )
     return records
 
 
 # ---------------------------------------------------------------------------- one platform (flow child)
+
+
+def platform_variant(platform: Platform) -> RuntimeVariant:
+    """What a platform runs: its runtime and precision, on the GPU unless it is a CPU platform."""
+    device = "cpu" if platform.kind == "cpu" else "cuda"
+    precision = platform.precision if platform.runtime == "tensorrt" else None
+    return RuntimeVariant(platform.runtime, device=device, precision=precision)
+
+
+def _gpu_name(fallback: str) -> str:
+    """This machine's GPU as torch names it (trtexec does not say), else ``fallback``."""
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name()) if torch.cuda.is_available() else fallback
+    except Exception:  # no torch, or a driver problem: the platform's name is the best we know
+        return fallback
 
 
 def _benchmark_tensorrt_platform(
@@ -302,7 +422,7 @@ def _benchmark_tensorrt_platform(
             raise RuntimeUnavailable(f"{unavailable} Also {not_found}.") from None
         opt = platform.reference.batch_size if platform.reference else None
         engine = _engine_from_onnx(params, onnx, work_dir, sizes, platform.precision, opt)
-        return _time_model(params, "tensorrt", engine, sizes), "tensorrt-python", []
+        return _time_model(params, platform_variant(platform), engine, sizes), "tensorrt-python", []
 
     from components.benchmarking.tensorrt_build import detect_onnx_precision, onnx_image_size, plan_build
 
@@ -344,18 +464,30 @@ def benchmark_platform(
     model = resolve_model(params, model_uri, platform.runtime, work_dir / "model", model_version)
     version = model.version or model_version
 
+    variant = platform_variant(platform)
+    if variant.precision is None:
+        variant = variant.with_precision(default_precision(platform.runtime, model.path, platform))
+    precision = str(variant.precision)
     if platform.runtime == "tensorrt":
         records, tool, logs = _benchmark_tensorrt_platform(params, platform, model.path, work_dir)
-        precision = platform.precision
     else:
-        precision = default_precision(platform.runtime, model.path, platform)
         records, tool, logs = (
-            _time_model(params, platform.runtime, model.path, platform_batch_sizes(params, platform)),
+            _time_model(params, variant, model.path, platform_batch_sizes(params, platform)),
             "harness",
             [],
         )
+    device = next((str(r["device"]) for r in records if r.get("device")), "") or _gpu_name(platform.display_name)
     for record in records:
-        record.update({"platform": platform.name, "runtime": platform.runtime, "precision": precision, "tool": tool})
+        record.update(
+            {
+                "platform": platform.name,
+                "runtime": platform.runtime,
+                "variant": variant.label,
+                "precision": precision,
+                "device": record.get("device") or device,
+                "tool": tool,
+            }
+        )
         record["model_version"] = version
     run_id = record_results(
         params,
@@ -368,10 +500,14 @@ def benchmark_platform(
         tool=tool,
         extra_tags=extra_tags,
         extra_files=logs,
+        variant=variant,
+        device=device,
     )
     return {
         "platform": platform.name,
         "runtime": platform.runtime,
+        "variant": variant.label,
+        "device": device,
         "precision": precision,
         "tool": tool,
         "model_uri": model_uri,
@@ -396,7 +532,10 @@ def records_from_metrics(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
 
 
 def collect_fanout_results(params: Params, fanout_id: str) -> dict[str, list[dict[str, Any]]]:
-    """The records each platform's child logged under ``fanout_id`` (latest run per platform)."""
+    """The records each platform's child logged under ``fanout_id`` (latest run per platform).
+
+    Each record carries its run's ``runtime``, ``variant``, ``precision`` and ``device`` tags.
+    """
     import mlflow
 
     from components.tracking import tracking_uri
@@ -413,7 +552,9 @@ def collect_fanout_results(params: Params, fanout_id: str) -> dict[str, list[dic
     )
     results: dict[str, list[dict[str, Any]]] = {}
     for run in runs:  # later runs of the same platform (retries) win
-        results[run.data.tags["platform"]] = records_from_metrics(run.data.metrics)
+        tags = run.data.tags
+        what = {key: tags[key] for key in ("runtime", "variant", "precision", "device") if tags.get(key)}
+        results[tags["platform"]] = [{**record, **what} for record in records_from_metrics(run.data.metrics)]
     return results
 
 

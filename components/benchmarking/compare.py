@@ -3,7 +3,9 @@
 Pure: it takes each platform's outcome (status, message, measured records) and the
 platform registry, and returns rows, a column table (for a Prefect table artifact and
 ``mlflow.log_table``), Markdown and flat metrics. A failed platform is a row too, with
-its reason, so a missing number is never mistaken for a slow one.
+its reason, so a missing number is never mistaken for a slow one. A measured row names what
+produced its number: ``runtime`` is the record's variant (``pytorch cuda fp16 channels-last
+compile``, ``onnxruntime CPU EP int8-cpu``, ``tensorrt fp16``) and ``device`` the device's name.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class PlatformOutcome:
     """``ok``, ``failed``, ``timed out``, ``crashed``, ``cancelled``, ... (lower case)."""
     message: str = ""
     results: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
-    """Records with at least ``batch_size`` and ``pairs_per_second``."""
+    """Records with at least ``batch_size`` and ``pairs_per_second``; ``variant``, ``precision`` and
+    ``device`` when known (see :func:`components.benchmarking.bench.measure`)."""
     flow_run_id: str | None = None
 
 
@@ -73,6 +76,7 @@ class ComparisonRow:
     platform: str
     display_name: str
     runtime: str
+    """What ran: the measured variant's label, else (no measurement) the platform's runtime."""
     precision: str
     batch_size: int | None
     measured_fps: float | None
@@ -81,6 +85,8 @@ class ComparisonRow:
     """measured / reference, only at the reference batch size."""
     status: str
     message: str = ""
+    device: str = ""
+    """The measured device's name (``NVIDIA H200``); empty when nothing was measured."""
 
 
 def platform_rows(platform: Platform, outcome: PlatformOutcome) -> list[ComparisonRow]:
@@ -112,11 +118,15 @@ def platform_rows(platform: Platform, outcome: PlatformOutcome) -> list[Comparis
         batch = int(record["batch_size"])
         fps = float(record["pairs_per_second"])
         at_reference = reference is not None and batch == reference.batch_size
-        # The precision actually measured (e.g. the INT8 model on a CPU), not the platform's default.
-        measured_precision = str(record.get("precision") or platform.precision)
+        # What was actually measured (e.g. the INT8 model on a CPU), not the platform's default.
+        what = {
+            "runtime": str(record.get("variant") or platform.runtime),
+            "precision": str(record.get("precision") or platform.precision),
+            "device": str(record.get("device") or ""),
+        }
         rows.append(
             ComparisonRow(
-                **{**base, "precision": measured_precision},
+                **{**base, **what},
                 batch_size=batch,
                 measured_fps=fps,
                 reference_fps=reference.fps if at_reference else None,
@@ -169,15 +179,15 @@ def rows_to_markdown(rows: Sequence[ComparisonRow], title: str = "Benchmark comp
     if note:
         lines += [note, ""]
     lines += [
-        "| platform | runtime | precision | batch | measured FPS | reference FPS | ratio | status | note |",
-        "|---|---|---|---:|---:|---:|---:|---|---|",
+        "| platform | device | runtime | precision | batch | measured FPS | reference FPS | ratio | status | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         message = row.message.replace("|", "\\|").replace("\n", " ")
         if len(message) > 300:
             message = message[:297] + "..."
         lines.append(
-            f"| {row.display_name} | {row.runtime} | {row.precision} | {_fmt(row.batch_size, 'd')} "
+            f"| {row.display_name} | {row.device or '–'} | {row.runtime} | {row.precision} | {_fmt(row.batch_size, 'd')} "
             f"| {_fmt(row.measured_fps, '.2f')} | {_fmt(row.reference_fps, '.2f')} | {_fmt(row.ratio, '.2f')} "
             f"| {row.status} | {message} |"
         )

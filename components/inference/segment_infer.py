@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from components.config import SegmentEvalParams
 from components.data.layout import IMAGE_SUFFIXES
 from components.evaluation.visualize import overlay
 from components.fsutil import atomic_dir
@@ -46,19 +47,41 @@ def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def infer_segment(
-    checkpoint: Path, golden: Path, test: Path, out: Path, image_size: int, threshold: float = 0.5
+    checkpoint: Path,
+    golden: Path,
+    test: Path,
+    out: Path,
+    image_size: int,
+    threshold: float = 0.5,
+    verdict: SegmentEvalParams | None = None,
+    image_threshold: float | None = None,
 ) -> list[Path]:
-    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` for each pair into ``out``."""
+    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` for each pair into ``out``.
+
+    With ``verdict`` (the ``segment.eval`` settings), also ``verdicts.csv``: each pair's image
+    score by ``verdict.image_score`` (at the model's input size, as in evaluation) and, given
+    ``image_threshold``, PASS or DEFECT (score above it).
+    """
+    from components.models.changenet.image_score import image_scores
     from components.models.changenet.module import load_module
 
     pairs = pair_inputs(Path(golden), Path(test))
     model = load_module(checkpoint).model.eval()
     written: list[Path] = []
+    rows = ["name,image_score,verdict"]
     with atomic_dir(out) as staging:
         for name, golden_path, test_path in pairs:
             golden_img, test_img = read_image(golden_path), read_image(test_path)
             logits = model(_to_tensor(test_img, image_size)[None], _to_tensor(golden_img, image_size)[None])[-1]
             prob = torch.softmax(logits.float(), dim=1)[:, 1:2]
+            if verdict is not None:
+                score = float(
+                    image_scores(prob[:, 0].numpy(), threshold, verdict.score_window, verdict.topk_fraction)[
+                        verdict.image_score
+                    ][0]
+                )
+                call = "" if image_threshold is None else ("DEFECT" if score > image_threshold else "PASS")
+                rows.append(f"{name},{score:.6f},{call}")
             height, width = test_img.shape[:2]
             prob = torch.nn.functional.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
             mask = (prob[0, 0] >= threshold).numpy()
@@ -67,4 +90,6 @@ def infer_segment(
             picture = overlay(golden_resized, test_img, mask, np.zeros_like(mask))
             write_png(staging / f"{name}_overlay.png", picture)
             written.append(out / f"{name}_mask.png")
+        if verdict is not None:
+            (staging / "verdicts.csv").write_text("\n".join(rows) + "\n")
     return written

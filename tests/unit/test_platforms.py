@@ -146,7 +146,7 @@ def test_rows_compare_at_the_reference_batch_and_report_failures() -> None:
     assert table["platform"] == [row.platform for row in rows]
     assert set(table) >= {"batch_size", "measured_fps", "reference_fps", "ratio", "status", "message"}
     markdown = rows_to_markdown(rows, note="model x")
-    assert "| NVIDIA T4 | tensorrt | fp16 | 16 | – | 59.70 | – | failed | RuntimeUnavailable" in markdown
+    assert "| NVIDIA T4 | – | tensorrt | fp16 | 16 | – | 59.70 | – | failed | RuntimeUnavailable" in markdown
     metrics = comparison_metrics(rows)
     assert metrics["compare/l4/ratio_to_reference"] == pytest.approx(0.5)
     assert metrics["compare/cpu/b8/pairs_per_second"] == 2.0
@@ -270,6 +270,33 @@ def test_a_row_names_the_precision_measured_not_the_platforms_default() -> None:
     (row,) = build_rows([cpu], {"cpu": outcome})
     assert row.precision == "int8-cpu"
     assert "| int8-cpu | 8 |" in rows_to_markdown([row])
+
+
+def test_a_row_names_the_variant_and_device_that_made_its_number() -> None:
+    """A GPU box's PyTorch numbers say how the model ran and on what, not just the platform's runtime."""
+    (h100,) = load_platforms().select(["h100"])
+    record = {
+        "batch_size": 32,
+        "pairs_per_second": 1020.0,
+        "variant": "pytorch cuda fp16 channels-last compile",
+        "precision": "fp16",
+        "device": "NVIDIA H200",
+    }
+    rows = build_rows([h100], {"h100": PlatformOutcome("h100", "ok", results=[record])})
+    (row,) = rows
+    assert (row.runtime, row.precision, row.device) == (
+        "pytorch cuda fp16 channels-last compile",
+        "fp16",
+        "NVIDIA H200",
+    )
+    assert row.ratio == pytest.approx(1020.0 / 841.68)
+    assert rows_to_table(rows)["device"] == ["NVIDIA H200"]
+    markdown = rows_to_markdown(rows)
+    assert "| platform | device | runtime | precision | batch |" in markdown
+    assert "| NVIDIA H100 | NVIDIA H200 | pytorch cuda fp16 channels-last compile | fp16 | 32 | 1020.00 |" in markdown
+    # Without a measurement the row names the platform's runtime and no device.
+    (missing,) = build_rows([h100], {})
+    assert (missing.runtime, missing.device) == ("tensorrt", "")
 
 
 def test_every_platform_measures_its_reference_batch() -> None:

@@ -67,6 +67,27 @@ class FeaturePyramid(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net(x))
 
+    def freeze_levels(self, levels: int) -> int:
+        """Stop training every layer up to the one that yields pyramid level ``levels`` (1-4).
+
+        The early, high-resolution layers of an ImageNet backbone compute generic edges and
+        textures; keeping them fixed loses little accuracy but saves their backward pass, which
+        is the most expensive part of a CPU training step (depthwise convolutions at 1/2 and
+        1/4 of the input). Returns the number of parameter tensors frozen.
+        """
+        if levels <= 0:
+            return 0
+        if levels > NUM_LEVELS:
+            raise ValueError(f"freeze_levels: the pyramid has {NUM_LEVELS} levels, got {levels}")
+        module_name = self.net.feature_info.module_name()[levels - 1]  # type: ignore[union-attr]
+        named = list(self.net.named_parameters())
+        last = max((i for i, (name, _) in enumerate(named) if name.startswith(f"{module_name}.")), default=None)
+        if last is None:
+            raise ValueError(f"{self.name}: cannot tell which layers produce level {levels} ({module_name!r})")
+        for _, param in named[: last + 1]:
+            param.requires_grad_(False)
+        return last + 1
+
 
 def _create(name: str, pretrained: bool = False) -> nn.Module:
     if not timm.is_model(name):

@@ -102,9 +102,16 @@ class ChangeDecoder(nn.Module):
         in_channels: channels of the four backbone levels, finest first.
         embed_dim: width of the decoder (TAO: 256).
         num_classes: output classes (2 for change / no change).
+        upsample_dim: width of the two x2 upsampling stages from stride 4 to full resolution
+            (``None``: ``embed_dim``, TAO's decoder). These stages run at 1/4 and all of the
+            input's pixels, so at ``embed_dim`` they cost several times the backbone. ``0``:
+            no learnt upsampling; the classifier runs on the fused stride-4 map and its logits are
+            resized bilinearly (SegFormer's head), the lightest decoder.
     """
 
-    def __init__(self, in_channels: Sequence[int], embed_dim: int = 256, num_classes: int = 2) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], embed_dim: int = 256, num_classes: int = 2, upsample_dim: int | None = None
+    ) -> None:
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"ChangeDecoder needs 4 levels, got {len(in_channels)}")
@@ -115,13 +122,18 @@ class ChangeDecoder(nn.Module):
         self.fuse = nn.Sequential(
             nn.Conv2d(len(in_channels) * embed_dim, embed_dim, kernel_size=1, bias=False), nn.BatchNorm2d(embed_dim)
         )
-        self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=4, stride=2, padding=1),
-            ResidualBlock(embed_dim),
-            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=4, stride=2, padding=1),
-            ResidualBlock(embed_dim),
+        up = embed_dim if upsample_dim is None else upsample_dim
+        self.upsample: nn.Module = (
+            nn.Sequential(
+                nn.ConvTranspose2d(embed_dim, up, kernel_size=4, stride=2, padding=1),
+                ResidualBlock(up),
+                nn.ConvTranspose2d(up, up, kernel_size=4, stride=2, padding=1),
+                ResidualBlock(up),
+            )
+            if up > 0
+            else nn.Identity()
         )
-        self.classifier = _conv3x3(embed_dim, num_classes)
+        self.classifier = _conv3x3(up or embed_dim, num_classes)
 
     def forward(
         self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor], out_size: Sequence[int] | None = None

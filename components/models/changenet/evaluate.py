@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from components.config import Params
+from components.config import Params, SegmentEvalParams
+from components.evaluation.verdict import choose_threshold
 from components.evaluation.visualize import overlay
 from components.imageio import write_png
 from components.models.changenet.data import ChangeSegmentDataset
@@ -29,6 +30,8 @@ HEADLINE = (
     "miou",
     "mf1",
     "image_auroc",
+    "image_defect_recall",
+    "image_false_alarm_rate",
     "image_f1",
     "pixel_auroc",
     "pixel_ap",
@@ -48,14 +51,15 @@ def overlay_names(names: list[str], count: int) -> list[str]:
 def evaluate_model(
     model: torch.nn.Module,
     dataset: ChangeSegmentDataset,
-    threshold: float,
-    batch_size: int,
+    setting: SegmentEvalParams,
     num_classes: int = 2,
     keep: set[str] | None = None,
 ) -> tuple[SegmentationMetrics, dict[str, np.ndarray]]:
     """Run ``model`` over ``dataset``; return the metrics and overlays for the ``keep`` names."""
-    model.eval()
-    metrics = SegmentationMetrics(num_classes=num_classes, threshold=threshold)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    threshold, batch_size = setting.threshold, setting.batch_size
+    metrics = SegmentationMetrics.from_params(num_classes, setting)
     pictures: dict[str, np.ndarray] = {}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
@@ -70,24 +74,39 @@ def evaluate_model(
     return metrics, pictures
 
 
+def image_operating_threshold(model: Any, params: Params) -> float:
+    """The pass/defect threshold on the image score, chosen on ``segment.eval.image_threshold_split``.
+
+    The most defective parts caught while flagging at most ``max_false_alarm_rate`` of the good
+    ones (:func:`~components.evaluation.verdict.choose_threshold`). The train split is seen
+    without augmentation; its scores are optimistic (the model fit those parts), which errs
+    towards a higher threshold, so fewer false alarms and fewer catches on new parts.
+    """
+    setting = params.segment.eval
+    dataset = ChangeSegmentDataset(params.datasets_dir, setting.image_threshold_split, augment=None, seed=params.seed)
+    metrics, _ = evaluate_model(model, dataset, setting, params.segment.model.num_classes)
+    scores, defective = metrics.image_scores()
+    return choose_threshold(scores, defective, setting.max_false_alarm_rate)
+
+
 def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
     """Metrics of ``model`` on ``split`` (keys without the split prefix); with ``pictures_dir``,
-    the PR curve (PNG and CSV) and, for val, overlays of a fixed sample of pairs."""
+    the PR curve (PNG and CSV) and, for val, overlays of a fixed sample of pairs.
+
+    Other splits than the one the image threshold is chosen on also get the image verdict at
+    that threshold (``image_defect_recall``, ``image_false_alarm_rate``, ...).
+    """
     dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
     keep = (
         set(overlay_names(dataset.names, params.segment.eval.num_overlays))
         if split == "val" and pictures_dir
         else set()
     )
-    metrics, pictures = evaluate_model(
-        model,
-        dataset,
-        params.segment.eval.threshold,
-        params.segment.eval.batch_size,
-        params.segment.model.num_classes,
-        keep,
-    )
-    values = {key: float(value) for key, value in metrics.compute().items()}
+    metrics, pictures = evaluate_model(model, dataset, params.segment.eval, params.segment.model.num_classes, keep)
+    image_threshold = None
+    if split != params.segment.eval.image_threshold_split:
+        image_threshold = image_operating_threshold(model, params)
+    values = {key: float(value) for key, value in metrics.compute(image_threshold).items()}
     if pictures_dir is not None:
         metrics.plot_pr_curve(pictures_dir / f"{split}_pr_curve.png")
         precision, recall, thresholds = metrics.pr_curve()

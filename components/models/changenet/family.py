@@ -46,7 +46,19 @@ class ChangeNetSegmentFamily:
         return output_names(params.export.side_outputs)
 
     def deploy_metadata(self, params: Params, module: L.LightningModule | None = None) -> dict[str, Any]:
-        return {"threshold": params.segment.eval.threshold}
+        """The pixel threshold, and the image verdict: score rule and the threshold chosen for it."""
+        setting = params.segment.eval
+        metadata: dict[str, Any] = {
+            "threshold": setting.threshold,
+            "image_score": setting.image_score,
+            "score_window": setting.score_window,
+            "topk_fraction": setting.topk_fraction,
+        }
+        if module is not None:
+            from components.models.changenet.evaluate import image_operating_threshold
+
+            metadata["image_threshold"] = image_operating_threshold(module.model, params)
+        return metadata
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
         return dict(module.hparams["model"])
@@ -67,6 +79,7 @@ class ChangeNetSegmentFamily:
             model=params.segment.model.model_dump(mode="json"),
             train=params.segment.train.model_dump(mode="json"),
             threshold=params.segment.eval.threshold,
+            eval=params.segment.eval.model_dump(mode="json"),
         )
 
     def build_model(self, model_hparams: dict[str, Any]) -> nn.Module:

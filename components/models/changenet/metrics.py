@@ -8,7 +8,7 @@ holds tens of millions of pixels, so nothing here keeps pixels around. The state
 - false-positive pixel counts on good images;
 - two histograms of the change probability (``bins`` bins over [0, 1]), one for change
   pixels and one for background pixels, from which the pixel ROC / PR curves follow;
-- one small record per image (max change probability, truth, prediction, TP/FP/FN).
+- one small record per image (its image scores, truth, prediction, TP/FP/FN).
 
 **Units.** :meth:`SegmentationMetrics.compute` returns *fractions in [0, 1]* for every
 ratio (``precision`` = 0.945), counts as counts and thresholds as probabilities. Use
@@ -30,11 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from components.evaluation.verdict import average_precision, classification_metrics, rank_auroc
+from components.models.changenet.image_score import IMAGE_SCORES, image_scores
+
+if TYPE_CHECKING:
+    from components.config import SegmentEvalParams
 
 GOOD_LABEL = "good"
 """Label of defect-free samples in sample names (``components.data.layout.GOOD``)."""
@@ -87,12 +93,13 @@ class ImageRecord:
 
     name: str
     kind: str | None  # defect kind or "good"; None when no names were given
-    score: float  # max change probability over the image
+    score: float  # the chosen image score (``SegmentationMetrics.image_score``)
     defective: bool  # truth: any change pixel
     predicted: bool  # prediction: any pixel predicted as change
     tp: int
     fp: int
     fn: int
+    scores: dict[str, float] = field(default_factory=dict)  # every rule of image_score.IMAGE_SCORES
 
     @property
     def iou(self) -> float:
@@ -123,25 +130,6 @@ def _binary_scores(tp: float, fp: float, fn: float, tn: float) -> dict[str, floa
         "iou": _ratio(tp, tp + fp + fn),
         "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
     }
-
-
-def rank_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Exact ROC AUC (Mann-Whitney U with average ranks for ties); ``nan`` without both classes."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # Average rank of each run of equal scores: a tie counts half a win.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -177,7 +165,17 @@ class SegmentationMetrics:
     ``>= threshold`` (argmax over classes when ``num_classes > 2``).
     """
 
-    def __init__(self, num_classes: int = 2, threshold: float = 0.5, bins: int = 1000) -> None:
+    def __init__(
+        self,
+        num_classes: int = 2,
+        threshold: float = 0.5,
+        bins: int = 1000,
+        image_score: str = "max",
+        score_window: int = 9,
+        topk_fraction: float = 0.001,
+    ) -> None:
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {list(IMAGE_SCORES)}, got {image_score!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if not 0.0 < threshold < 1.0:
@@ -187,6 +185,9 @@ class SegmentationMetrics:
         self.num_classes = num_classes
         self.threshold = float(threshold)
         self.bins = int(bins)
+        self.image_score = image_score
+        self.score_window = int(score_window)
+        self.topk_fraction = float(topk_fraction)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -205,8 +206,8 @@ class SegmentationMetrics:
 
     def merge(self, other: SegmentationMetrics) -> SegmentationMetrics:
         """Add ``other``'s state into this one (e.g. per-rank metrics gathered after DDP evaluation)."""
-        if (other.num_classes, other.threshold, other.bins) != (self.num_classes, self.threshold, self.bins):
-            raise ValueError("can only merge metrics with the same num_classes, threshold and bins")
+        if self._settings() != other._settings():
+            raise ValueError("can only merge metrics with the same num_classes, threshold, bins and image score")
         self.confusion += other.confusion
         for kind, counts in other.kind_confusion.items():
             self.kind_confusion[kind] = self.kind_confusion.get(kind, np.zeros(4, dtype=np.int64)) + counts
@@ -217,6 +218,26 @@ class SegmentationMetrics:
         self.good_fp_images += other.good_fp_images
         self.records.extend(other.records)
         return self
+
+    @classmethod
+    def from_params(cls, num_classes: int, eval_params: SegmentEvalParams) -> SegmentationMetrics:
+        """Metrics with the pixel threshold and image-score rule of ``segment.eval``."""
+        return cls(
+            num_classes,
+            eval_params.threshold,
+            image_score=eval_params.image_score,
+            score_window=eval_params.score_window,
+            topk_fraction=eval_params.topk_fraction,
+        )
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.num_classes, self.threshold, self.bins, self.image_score, self.score_window, self.topk_fraction)
+
+    def like(self) -> SegmentationMetrics:
+        """An empty instance with the same settings (to merge gathered states into)."""
+        return SegmentationMetrics(
+            self.num_classes, self.threshold, self.bins, self.image_score, self.score_window, self.topk_fraction
+        )
 
     # ----------------------------------------------------------------- update
 
@@ -268,7 +289,7 @@ class SegmentationMetrics:
         tp = (true_change & pred_change).sum(axis=(1, 2))
         fp = (~true_change & pred_change).sum(axis=(1, 2))
         fn = (true_change & ~pred_change).sum(axis=(1, 2))
-        scores = change.reshape(len(change), -1).max(axis=1, initial=0.0)
+        scores = image_scores(change, self.threshold, self.score_window, self.topk_fraction)
         pixels = int(np.prod(truth.shape[1:]))
         for i in range(len(truth)):
             name = names[i] if names is not None else f"#{len(self.records)}"
@@ -276,12 +297,13 @@ class SegmentationMetrics:
             record = ImageRecord(
                 name=name,
                 kind=kind,
-                score=float(scores[i]),
+                score=float(scores[self.image_score][i]),
                 defective=bool(tp[i] + fn[i] > 0),
                 predicted=bool(tp[i] + fp[i] > 0),
                 tp=int(tp[i]),
                 fp=int(fp[i]),
                 fn=int(fn[i]),
+                scores={rule: float(values[i]) for rule, values in scores.items()},
             )
             self.records.append(record)
             if kind == GOOD_LABEL:
@@ -347,15 +369,21 @@ class SegmentationMetrics:
         k = self.bins - 1 - best
         return float(f1[k]), k / self.bins
 
-    def _image_metrics(self) -> dict[str, float]:
+    def image_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(chosen image score, defective)`` of every image seen, in order: what a threshold is chosen on."""
         scores = np.array([r.score for r in self.records], dtype=np.float64)
         truth = np.array([r.defective for r in self.records], dtype=bool)
+        return scores, truth
+
+    def _image_metrics(self, image_threshold: float | None) -> dict[str, float]:
+        """Image AUROC of every score rule; the any-pixel verdict; the verdict at ``image_threshold``."""
+        scores, truth = self.image_scores()
         pred = np.array([r.predicted for r in self.records], dtype=bool)
         tp, fp = int((truth & pred).sum()), int((~truth & pred).sum())
         fn, tn = int((truth & ~pred).sum()), int((~truth & ~pred).sum())
         binary = _binary_scores(tp, fp, fn, tn)
         best_f1, best_threshold = best_f1_threshold(scores, truth)
-        return {
+        values = {
             "image_auroc": rank_auroc(scores, truth),
             "image_precision": binary["precision"],
             "image_recall": binary["recall"],
@@ -363,10 +391,39 @@ class SegmentationMetrics:
             "image_accuracy": binary["accuracy"],
             "image_best_f1": best_f1,
             "image_best_threshold": best_threshold,
+            "image_ap": average_precision(scores, truth) if len(scores) else math.nan,
         }
+        for rule in IMAGE_SCORES:
+            rule_scores = np.array([r.scores.get(rule, math.nan) for r in self.records], dtype=np.float64)
+            values[f"image_auroc/{rule}"] = rank_auroc(rule_scores, truth)
+        if image_threshold is None or not len(scores):
+            return values
+        verdict = classification_metrics(scores, truth, image_threshold)
+        values.update(
+            {
+                "image_threshold": verdict["threshold"],
+                "image_defect_recall": verdict["defect_accuracy"],
+                "image_false_alarm_rate": verdict["false_alarm_rate"],
+                "image_verdict_accuracy": verdict["total_accuracy"],
+                "image_verdict_precision": verdict["precision"],
+            }
+        )
+        kinds = np.array([r.kind or "" for r in self.records])
+        for kind in sorted({r.kind for r in self.records if r.kind and r.defective}):
+            chosen = (kinds == kind) & truth
+            values[f"image_defect_recall/{kind}"] = float((scores[chosen] > image_threshold).mean())
+        return values
 
-    def compute(self) -> dict[str, float]:
-        """All metrics as a flat ``{key: float}``; ratios are fractions (see the module docstring)."""
+    def compute(self, image_threshold: float | None = None) -> dict[str, float]:
+        """All metrics as a flat ``{key: float}``; ratios are fractions (see the module docstring).
+
+        ``image_auroc`` ranks images by the chosen ``image_score`` (``image_auroc/<rule>``: by each
+        rule). ``image_precision``/``recall``/``f1``/``accuracy`` call an image defective when any
+        pixel is predicted as change. With ``image_threshold`` (chosen on other data, see
+        :func:`components.evaluation.verdict.choose_threshold`) the verdict "score above it" is
+        judged too: ``image_defect_recall``, ``image_false_alarm_rate`` (over good images),
+        ``image_verdict_accuracy`` and ``image_defect_recall/<kind>``.
+        """
         tp, fp, fn, tn = self._change_counts()
         change = _binary_scores(tp, fp, fn, tn)
         conf = self.confusion.astype(np.float64)
@@ -399,7 +456,7 @@ class SegmentationMetrics:
         metrics["pixel_ap"] = self.pixel_average_precision()
         metrics["pixel_best_f1"] = pixel_best_f1
         metrics["pixel_best_threshold"] = pixel_best_threshold
-        metrics.update(self._image_metrics())
+        metrics.update(self._image_metrics(image_threshold))
         metrics["num_images"] = float(len(self.records))
         metrics["num_defect_images"] = float(sum(r.defective for r in self.records))
         metrics["num_good_images"] = float(num_good)

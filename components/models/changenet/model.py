@@ -42,6 +42,7 @@ class ChangeNetSegment(nn.Module):
     Args:
         backbone: timm model name or a FAN hybrid (see :func:`build_backbone`).
         embed_dim: decoder width.
+        upsample_dim: width of the decoder's full-resolution stages (``None``: ``embed_dim``, TAO).
         num_classes: output classes (2: unchanged / changed).
         mean, std: per-channel normalisation applied inside the model to [0, 1] inputs.
         pretrained: ``none`` | ``package`` | ``path`` | ``hub`` (see :func:`build_backbone`).
@@ -54,6 +55,7 @@ class ChangeNetSegment(nn.Module):
         backbone: str = "tf_efficientnet_lite0",
         embed_dim: int = 256,
         num_classes: int = 2,
+        upsample_dim: int | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         pretrained: PretrainedSource = "none",
@@ -64,7 +66,9 @@ class ChangeNetSegment(nn.Module):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each with std > 0, got {mean}, {std}")
         self.backbone: FeaturePyramid = build_backbone(backbone, pretrained, pretrained_backbone_path, strict_load)
-        self.decoder = ChangeDecoder(self.backbone.channels, embed_dim=embed_dim, num_classes=num_classes)
+        self.decoder = ChangeDecoder(
+            self.backbone.channels, embed_dim=embed_dim, num_classes=num_classes, upsample_dim=upsample_dim
+        )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.num_classes = num_classes
@@ -76,6 +80,7 @@ class ChangeNetSegment(nn.Module):
             backbone=params.backbone,
             embed_dim=params.embed_dim,
             num_classes=params.num_classes,
+            upsample_dim=params.upsample_dim,
             mean=params.mean,
             std=params.std,
             pretrained=params.pretrained,

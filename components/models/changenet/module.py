@@ -14,9 +14,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from components.config import SegmentModelParams, SegmentTrainParams
+from components.config import SegmentEvalParams, SegmentModelParams, SegmentTrainParams
 from components.models.changenet.metrics import SegmentationMetrics
 from components.models.checkpoint import load_lightning_module
+from components.training.ema import build_ema
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 MONITOR = "val/iou"
@@ -30,6 +31,7 @@ class ChangeSegmentModule(L.LightningModule):
         train: dict[str, Any],
         threshold: float = 0.5,
         load_pretrained: bool = True,
+        eval: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -41,15 +43,34 @@ class ChangeSegmentModule(L.LightningModule):
             model_params = model_params.model_copy(update={"pretrained": "none"})
         self.train_params = SegmentTrainParams.model_validate(train)
         self.model = ChangeNetSegment.from_params(model_params)
+        self.model.backbone.freeze_levels(self.train_params.freeze_backbone_levels)
+        self.ema = build_ema(self.model, self.train_params.ema)
         self.criterion = DeepSupervisionLoss(
             weights=tuple(model_params.loss_weights),
             change_class_weight=self.train_params.change_class_weight,
             dice_weight=self.train_params.dice_weight,
         )
-        self.val_metrics = SegmentationMetrics(num_classes=model_params.num_classes, threshold=threshold)
+        eval_params = SegmentEvalParams.model_validate({**(eval or {}), "threshold": threshold})
+        self.val_metrics = SegmentationMetrics.from_params(model_params.num_classes, eval_params)
 
     def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(test, golden)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation judges and checkpoint choice follows: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def use_averaged_weights(self) -> ChangeSegmentModule:
+        """Put the weight average into ``self.model`` and drop it: the model to evaluate and deploy."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+            self.ema = None
+        return self
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         outputs = self.model(batch["test"], batch["golden"])
@@ -61,7 +82,7 @@ class ChangeSegmentModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        outputs = self.model(batch["test"], batch["golden"])
+        outputs = self.eval_model(batch["test"], batch["golden"])
         total, _ = self.criterion(outputs, batch["mask"])
         self.log("val/loss", total, prog_bar=True, batch_size=batch["mask"].shape[0], sync_dist=True)
         change_prob = torch.softmax(outputs[-1].float(), dim=1)[:, 1]
@@ -72,7 +93,7 @@ class ChangeSegmentModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._gathered_metrics().compute()
-        keys = ("iou", "f1", "precision", "recall", "oa", "miou", "image_auroc", "pixel_ap")
+        keys = ("iou", "f1", "precision", "recall", "oa", "miou", "image_auroc", "image_ap", "pixel_ap")
         values = {f"val/{k}": float(metrics[k]) for k in keys if k in metrics}
         # nan (e.g. nothing predicted yet) would break "max" checkpointing: count it as 0 there.
         values = {k: (0.0 if v != v else v) for k, v in values.items()}
@@ -86,7 +107,7 @@ class ChangeSegmentModule(L.LightningModule):
             return self.val_metrics
         gathered: list[SegmentationMetrics | None] = [None] * self.trainer.world_size
         torch.distributed.all_gather_object(gathered, self.val_metrics)
-        merged = SegmentationMetrics(self.val_metrics.num_classes, self.val_metrics.threshold, self.val_metrics.bins)
+        merged = self.val_metrics.like()
         for part in gathered:
             if part is not None:
                 merged.merge(part)
@@ -102,5 +123,10 @@ class ChangeSegmentModule(L.LightningModule):
 
 
 def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeSegmentModule:
-    """Rebuild the module from a checkpoint with a clear error for a missing or foreign file."""
-    return load_lightning_module(ChangeSegmentModule, checkpoint, "ChangeNet-Segmentation", map_location)
+    """Rebuild the module from a checkpoint with a clear error for a missing or foreign file.
+
+    ``.model`` holds the weights to evaluate and deploy: the weight average when training kept
+    one (the weights validation chose the checkpoint by), else the trained weights.
+    """
+    module = load_lightning_module(ChangeSegmentModule, checkpoint, "ChangeNet-Segmentation", map_location)
+    return module.use_averaged_weights()

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from components.config import ClassifyModelParams, ClassifyTrainParams
-from components.models.changenet.metrics import rank_auroc
+from components.evaluation.verdict import average_precision, rank_auroc
 from components.models.changenet_classify.losses import ClassificationLoss
-from components.models.changenet_classify.metrics import average_precision
 from components.models.changenet_classify.model import ChangeNetClassify, defect_score
 from components.models.checkpoint import load_lightning_module
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
