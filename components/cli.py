@@ -46,6 +46,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ParamsError, LayoutError, ImageReadError, StageError, FileNotFoundError]
     for module, name in (
         ("components.data.ingest", "IngestError"),
+        ("components.data.sources.records", "SourceError"),
         ("components.validation.validate", "DataValidationError"),
         ("components.models.checkpoint", "CheckpointError"),
         ("components.labeling.errors", "LabelingError"),
@@ -141,6 +142,53 @@ def data_ingest(
         counts = ingest(source, name, out_root, progress=True)
         typer.echo(f"ingested {out_root / name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
         typer.echo("version it with: dvc commit data.dvc  (or dvc add for a new folder)")
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Argument(help="Folder holding the data in FORMAT.")],
+    format_: Annotated[
+        str,
+        typer.Option("--format", "-f", help="tao-segment | tao-classify | coco | pairs (README: Bring your own data)."),
+    ],
+    name: Annotated[str, typer.Option(help="Name of the imported dataset: becomes data.category.")],
+    golden_pattern: Annotated[
+        str, typer.Option(help="pairs: golden file, with {id} (and {split}).")
+    ] = "{id}_golden.png",
+    test_pattern: Annotated[str, typer.Option(help="pairs: test file, with {id} (and {split}).")] = "{id}_test.png",
+    box_pattern: Annotated[str, typer.Option(help="pairs: optional box file; '' for none.")] = "{id}.txt",
+    mask_pattern: Annotated[str, typer.Option(help="pairs: optional mask file; '' for none.")] = "{id}_mask.png",
+    box_separator: Annotated[str, typer.Option(help="pairs: separator of x1,y1,x2,y2,class.")] = ",",
+    classes: Annotated[
+        str | None, typer.Option(help="Known defect classes, comma-separated; others are refused.")
+    ] = None,
+    images_dir: Annotated[str, typer.Option(help="tao-classify / coco: the images folder inside SOURCE.")] = "images",
+    out: Annotated[Path | None, typer.Option(help="Folder that receives <name>/ (default data/<format>).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Check a TAO, COCO or golden/test-pairs folder and copy it into data/<format>/<name>, atomically."""
+    from components.data.importer import import_source
+    from components.data.sources.options import SourceOptions
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        options = SourceOptions(
+            golden_pattern=golden_pattern,
+            test_pattern=test_pattern,
+            box_pattern=box_pattern or None,
+            mask_pattern=mask_pattern or None,
+            box_separator=box_separator,
+            classes=tuple(c.strip().lower() for c in classes.split(",") if c.strip()) if classes else (),
+            images_dir=images_dir,
+        )
+        out_root = out or p.paths.data_dir / format_
+        found = import_source(format_, source, name, out_root, options, progress=True)
+        typer.echo(f"imported {out_root / name}: " + ", ".join(f"{k}={v}" for k, v in found.items()))
+        if found["lights"]:
+            typer.echo(f"lighting conditions found: {found['lights']} (data.lighting_conditions must be a subset)")
+        typer.echo(f"use it with: -S data.source={format_} -S data.category={name}  (or set them in params.yaml)")
+        typer.echo(f"version it with: dvc add {out_root / name}")
 
 
 @data_app.command("prepare")
@@ -438,7 +486,8 @@ def pipeline_stages(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:
     with _friendly_errors():
         p = load_params(params)
         for stage in STAGES:
-            applies = "" if stage.applies_to(p) else "  (skipped for this data.source)"
+            reason = stage.skip_reason(p)
+            applies = f"  (skipped: {reason})" if reason else ""
             after = ", ".join(upstream(stage, p)) or "-"
             typer.echo(f"{stage.name:<18} after: {after:<32} {stage.description}{applies}")
 

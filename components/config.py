@@ -60,7 +60,8 @@ class SyntheticParams(_Section):
 class DataParams(_Section):
     """Which raw category to use and how to split and resize it (TAO ChangeNet recipe)."""
 
-    source: Literal["synthetic", "mvtec"] = "synthetic"
+    source: Literal["synthetic", "mvtec", "tao-segment", "tao-classify", "coco", "pairs"] = "synthetic"
+    """Format of ``data/<source>/<category>``: see :mod:`components.data.sources` for what each feeds."""
     category: str = Field("transistor", pattern=r"^[A-Za-z0-9_\-]+$")
     image_size: int = Field(256, ge=32, le=2048)
     resample: Literal["bicubic", "lanczos"] = "bicubic"
@@ -69,6 +70,8 @@ class DataParams(_Section):
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     num_golden: int = Field(1, ge=1)
     lighting_conditions: tuple[str, ...] = LIGHTING_CONDITIONS
+    workers: int | None = Field(None, ge=1, le=64)
+    """Processes that prepare records in parallel; ``None``: one per core (at most 8)."""
 
     @field_validator("lighting_conditions")
     @classmethod

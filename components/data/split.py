@@ -116,15 +116,25 @@ def _draw_golden_pool(train_good: list[Sample], seed: int, golden_fraction: floa
     return _by_name(train_good[i] for i in picked)
 
 
-def _split_class(items: list[Sample], seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
-    """``{sample name: split}`` for the items of one class (all share a label)."""
-    n_train, n_val, _ = class_split_sizes(len(items), val_fraction, test_fraction)
-    order = _stream(seed, _CLASS_STREAM, items[0].label).permutation(len(items))
+def split_class(
+    label: str, names: Sequence[str], seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, str]:
+    """``{name: split}`` for the members of one class, ``names`` in name order.
+
+    The permutation is drawn from the class's own stream, so the split of one class never
+    depends on the others; every source format with no split of its own uses this.
+    """
+    n_train, n_val, _ = class_split_sizes(len(names), val_fraction, test_fraction)
+    order = _stream(seed, _CLASS_STREAM, label).permutation(len(names))
     splits: dict[str, str] = {}
     for rank, index in enumerate(order):
-        split = TRAIN if rank < n_train else VAL if rank < n_train + n_val else TEST
-        splits[items[index].name] = split
+        splits[names[index]] = TRAIN if rank < n_train else VAL if rank < n_train + n_val else TEST
     return splits
+
+
+def _split_class(items: list[Sample], seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
+    """``{sample name: split}`` for the items of one class (all share a label)."""
+    return split_class(items[0].label, [s.name for s in items], seed, val_fraction, test_fraction)
 
 
 def _draw_goldens(sample: Sample, pool: list[Sample], seed: int, num_golden: int) -> tuple[Sample, ...]:
@@ -175,5 +185,6 @@ __all__ = [
     "SplitPlan",
     "class_split_sizes",
     "golden_pool_size",
+    "split_class",
     "split_samples",
 ]

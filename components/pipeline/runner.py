@@ -45,6 +45,8 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         params = load_params(params)
     parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
     stage = get_stage(name)
+    if stage.dataset is not None and (reason := stage.skip_reason(params)) is not None:
+        raise StageError(f"stage '{name}' cannot run: {reason} (see components/data/sources)")
     if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
         return stage.function()(params)
     experiment_id = ensure_experiment(params)

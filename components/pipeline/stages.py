@@ -46,6 +46,9 @@ class Stage:
     only_for_source: str | None = None
     family: str | None = None
     """Model family the entrypoint works on; passed as ``family=`` (the shared stages take one)."""
+    dataset: str | None = None
+    """Prepared dataset the stage reads (``segment``, ``classify`` or ``coco``): a source format that
+    cannot feed it (``components.data.sources``) skips the stage in the Prefect flow."""
     retries: int = 0
     reports: tuple[str, ...] = ()
     """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
@@ -59,7 +62,17 @@ class Stage:
         return functools.partial(function, family=self.family) if self.family else function
 
     def applies_to(self, params: Params) -> bool:
-        return self.only_for_source is None or self.only_for_source == params.data.source
+        return self.skip_reason(params) is None
+
+    def skip_reason(self, params: Params) -> str | None:
+        """Why the stage does not run for ``params`` (``None``: it runs)."""
+        from components.data.sources import source_format
+
+        if self.only_for_source is not None and self.only_for_source != params.data.source:
+            return f"only for data.source {self.only_for_source}"
+        if self.dataset is not None and self.dataset not in source_format(params.data.source).datasets:
+            return f"data.source {params.data.source} feeds no {self.dataset} dataset"
+        return None
 
 
 RAW = "${paths.data_dir}/${data.source}/${data.category}"
@@ -96,7 +109,13 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops data prepare",
         entrypoint="components.pipeline.steps:prepare",
         description="Golden pool, seeded 70/30 split; segmentation, classification and COCO datasets.",
-        deps=(RAW, "components/data/prepare.py", "components/data/split.py", "components/data/coco.py"),
+        deps=(
+            RAW,
+            "components/data/prepare.py",
+            "components/data/sources",
+            "components/data/split.py",
+            "components/data/coco.py",
+        ),
         params=("seed", "data"),
         outs=(DATASETS,),
         metrics=(f"{METRICS}/data.json",),
@@ -119,6 +138,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train mal",
         entrypoint="components.pipeline.steps:train",
         family="mal",
+        dataset="coco",
         description="Train the Mask Auto-Labeler from the train boxes only (MIL + CRF losses, EMA teacher).",
         deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/mal", "components/training"),
         params=("seed", "mal.model", "mal.train"),
@@ -131,6 +151,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate mal",
         entrypoint="components.pipeline.steps:evaluate",
         family="mal",
+        dataset="coco",
         description="Mask IoU of every val box against its true mask, beside the box and box+CRF baselines.",
         deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/evaluation"),
         params=("mal.eval",),
@@ -142,6 +163,7 @@ STAGES: tuple[Stage, ...] = (
         name="label_mal",
         command="inspectops label mal --pipeline",
         entrypoint="components.pipeline.steps:label_mal",
+        dataset="coco",
         description="Label the train boxes with MAL: COCO with RLE masks and per-image masks for ChangeNet.",
         deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/labeling"),
         params=("mal.eval",),
@@ -154,6 +176,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export mal",
         entrypoint="components.pipeline.steps:export",
         family="mal",
+        dataset="coco",
         description="ONNX export of MAL (crop -> mask logits, dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/mal", DATASETS, *_MODEL_CODE, "components/models/mal", "components/export"),
         params=("export",),
@@ -166,6 +189,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register mal",
         entrypoint="components.pipeline.steps:register",
         family="mal",
+        dataset="coco",
         description="Register MAL in MLflow (inspectops-mal); champion only if its val mIoU is at least the champion's.",
         deps=(f"{METRICS}/mal.json", f"{MODELS}/mal", "components/registry.py"),
         params=("mal.registered_model",),
@@ -179,6 +203,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train segment",
         entrypoint="components.pipeline.steps:train",
         family="segment",
+        dataset="segment",
         description="Train Visual ChangeNet-Segmentation (Lightning), best checkpoint on val change-IoU.",
         # The validation report is a dependency so training never starts on data that failed it.
         # MAL's labels are one too: with segment.train.labels: mal they are the train masks (DVC's
@@ -201,6 +226,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate segment",
         entrypoint="components.pipeline.steps:evaluate",
         family="segment",
+        dataset="segment",
         description="Pixel, per-defect and image metrics on val; PR curve and overlays.",
         deps=(DATASETS, f"{MODELS}/segment", *_MODEL_CODE, "components/models/changenet", "components/evaluation"),
         params=("segment.eval",),
@@ -213,6 +239,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export segment",
         entrypoint="components.pipeline.steps:export",
         family="segment",
+        dataset="segment",
         description="ONNX export (test, golden -> change logits, dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/segment", DATASETS, *_MODEL_CODE, "components/models/changenet", "components/export"),
         params=("export",),
@@ -225,6 +252,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops quantize segment",
         entrypoint="components.pipeline.steps:quantize",
         family="segment",
+        dataset="segment",
         description="Post-training quantization (quantize.backends), each judged on val against FP32.",
         deps=(
             f"{MODELS}/segment",
@@ -246,6 +274,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register segment",
         entrypoint="components.pipeline.steps:register",
         family="segment",
+        dataset="segment",
         description="Register the model in MLflow; move the champion alias only if the gate passes.",
         deps=(
             f"{METRICS}/segment.json",
@@ -266,6 +295,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops benchmark platform",
         entrypoint="components.pipeline.steps:benchmark",
         family="segment",
+        dataset="segment",
         description="trtexec-style timing of the FP32 and INT8 ONNX on this machine, beside TAO's platforms.",
         deps=(
             f"{DEPLOY}/segment_fp32.onnx",
@@ -286,6 +316,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train classify",
         entrypoint="components.pipeline.steps:train",
         family="classify",
+        dataset="classify",
         description="Train Visual ChangeNet-Classification on the Optical Inspection CSVs (all lights), best on val AUROC.",
         deps=(
             DATASETS,
@@ -313,6 +344,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate classify",
         entrypoint="components.pipeline.steps:evaluate",
         family="classify",
+        dataset="classify",
         description="TAO's accuracy, defect accuracy and false alarm at a threshold chosen on train; AUROC, ROC curve, misclassified parts.",
         deps=(
             DATASETS,
@@ -332,6 +364,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export classify",
         entrypoint="components.pipeline.steps:export",
         family="classify",
+        dataset="classify",
         description="ONNX export (input_1, input_2 -> output, TAO's names; dynamic batch) with a torch parity check.",
         deps=(
             f"{MODELS}/classify",
@@ -351,6 +384,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops quantize classify",
         entrypoint="components.pipeline.steps:quantize",
         family="classify",
+        dataset="classify",
         description="Post-training quantization (quantize.backends), each judged on val AUROC against FP32.",
         deps=(
             f"{MODELS}/classify",
@@ -372,6 +406,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register classify",
         entrypoint="components.pipeline.steps:register",
         family="classify",
+        dataset="classify",
         description="Register in MLflow (inspectops-changenet-classify); champion only if val AUROC passes the gate.",
         deps=(
             f"{METRICS}/classify.json",
@@ -389,6 +424,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops benchmark platform classify",
         entrypoint="components.pipeline.steps:benchmark",
         family="classify",
+        dataset="classify",
         description="Timing of the classifier's FP32 and INT8 ONNX on this machine.",
         deps=(
             f"{DEPLOY}/classify_fp32.onnx",

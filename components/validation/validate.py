@@ -68,6 +68,7 @@ MAX_LISTED = 10
 UNITS = {
     "row": "row = 1-based CSV data row, header not counted; line = line in the file",
     "line": "line = 1-based line number in the list file",
+    "record": "record = 1-based row of the source check (one per part, one per box); the text names the file and line",
 }
 
 
@@ -188,14 +189,30 @@ def format_failures(report: ValidationReport) -> str:
 def plan_checks(params: Params, layout: DatasetLayout, prober: ImageProber) -> list[_Check]:
     """Every (dataset file, suite) pair to run, with its table built by our own code."""
     size = params.data.image_size
-    label_suite = classify_csv_suite(known_defect_kinds(params.raw_category_dir))
+    label_suite = classify_csv_suite(known_defect_kinds(params.raw_category_dir) or _manifest_classes(layout))
     files_suite = classify_files_suite(size)
     segment_suite = segment_list_suite(size)
+    from components.data.prepare import prepared_datasets
+
+    written = prepared_datasets(layout.root)
     checks: list[_Check] = []
-    for split in _splits(layout.classify_csv):
-        checks += _classify_checks(params, layout, split, prober, label_suite, files_suite)
-    checks += _segment_checks(layout, size, prober, segment_suite)
+    if "classify" in written:
+        for split in _splits(layout.classify_csv):
+            checks += _classify_checks(params, layout, split, prober, label_suite, files_suite)
+    if "segment" in written:
+        checks += _segment_checks(layout, size, prober, segment_suite)
     return checks
+
+
+def _manifest_classes(layout: DatasetLayout) -> tuple[str, ...] | None:
+    """Defect classes prepare recorded for a non-MVTec source (``None`` for older trees)."""
+    import json
+
+    path = layout.root / "manifest.json"
+    if not path.is_file():
+        return None
+    classes = json.loads(path.read_text()).get("classes")
+    return tuple(classes) if classes is not None else None
 
 
 def _splits(path_of: Callable[[str], Path]) -> list[str]:

@@ -190,8 +190,17 @@ def test_box_only_files_work_without_masks(shapes: tuple[Path, Path]) -> None:
     root, coco = shapes
     edit_coco(coco, lambda c: [a.pop("segmentation") for a in c["annotations"]])
     assert _dataset(root, coco)[0]["teacher"].shape == (3, CROP, CROP)
-    with pytest.raises(MalDataError, match=r"annotation 1 .*no 'segmentation'"):
+    with pytest.raises(MalDataError, match=r"no usable box annotations .* without a segmentation"):
         _dataset(root, coco, load_masks=True)
+
+
+def test_scoring_leaves_out_boxes_without_an_outline(shapes: tuple[Path, Path]) -> None:
+    root, coco = shapes
+    edit_coco(coco, lambda c: c["annotations"][0].pop("segmentation"))
+    full = _dataset(root, coco)
+    scored = _dataset(root, coco, load_masks=True)
+    assert scored.unscored == [1]
+    assert len(scored) == len(full) - 1
 
 
 def test_thin_boxes_are_skipped_and_counted(shapes: tuple[Path, Path]) -> None:

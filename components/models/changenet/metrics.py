@@ -65,6 +65,18 @@ def parse_sample_name(name: str) -> tuple[str, str, str]:
     return "_".join(tokens[:-2]), tokens[-2], tokens[-1]
 
 
+def sample_kind(name: str) -> str | None:
+    """The defect kind (or ``good``) an MVTec-style name carries; ``None`` for other names.
+
+    Imported sources (TAO lists, golden/test pairs) name parts by their own ids: their
+    images still count in every pixel and image metric, only not per kind.
+    """
+    try:
+        return parse_sample_name(name)[0]
+    except ValueError:
+        return None
+
+
 def is_fraction_key(key: str) -> bool:
     """True for metric keys holding a ratio in [0, 1] (those :func:`to_percent` scales)."""
     return not (key.startswith("num_") or key.endswith("threshold") or key in _COUNT_KEYS)
@@ -293,7 +305,7 @@ class SegmentationMetrics:
         pixels = int(np.prod(truth.shape[1:]))
         for i in range(len(truth)):
             name = names[i] if names is not None else f"#{len(self.records)}"
-            kind = parse_sample_name(name)[0] if names is not None else None
+            kind = sample_kind(name) if names is not None else None
             record = ImageRecord(
                 name=name,
                 kind=kind,
@@ -494,5 +506,6 @@ __all__ = [
     "is_fraction_key",
     "parse_sample_name",
     "rank_auroc",
+    "sample_kind",
     "to_percent",
 ]

@@ -153,7 +153,8 @@ class BoxCropDataset(Dataset[dict[str, Any]]):
 
     Raises:
         MalDataError: missing/unreadable JSON, a missing image file, a zero-area box, a box
-            outside its image, or (``load_masks``) an annotation without ``segmentation``.
+            outside its image, or (``load_masks``) no annotation with a ``segmentation`` (those
+            without one are left out and listed in :attr:`unscored`).
     """
 
     def __init__(
@@ -183,6 +184,8 @@ class BoxCropDataset(Dataset[dict[str, Any]]):
         self.load_masks = bool(load_masks)
         self.min_box_size = int(min_box_size)
         self.epoch = 0
+        self.unscored: list[int] = []
+        """(``load_masks``) ids of annotations without a ``segmentation``: left out, nothing to score them on."""
         coco = self._read_json()
         self.instances, self.skipped = self._index(coco)
         # The segmentations are kept only when asked for (and read from the annotation dicts
@@ -194,8 +197,16 @@ class BoxCropDataset(Dataset[dict[str, Any]]):
         )
         if self.skipped:
             _log.info("%s: skipped %d box(es) thinner than %d px", self.coco_json, self.skipped, self.min_box_size)
+        if self.unscored:
+            _log.warning(
+                "%s: %d annotation(s) without a segmentation left out of scoring (first: %d)",
+                self.coco_json,
+                len(self.unscored),
+                self.unscored[0],
+            )
         if not self.instances:
-            raise MalDataError(f"{self.coco_json}: no usable box annotations ({self.skipped} too thin)")
+            unscored = f", {len(self.unscored)} without a segmentation" if self.unscored else ""
+            raise MalDataError(f"{self.coco_json}: no usable box annotations ({self.skipped} too thin{unscored})")
         self._check_files()
 
     # -------------------------------------------------------------------------- reading
@@ -225,8 +236,10 @@ class BoxCropDataset(Dataset[dict[str, Any]]):
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w <= 0 or h <= 0:
                 raise MalDataError(f"{where} ({image['file_name']}): box {ann['bbox']} has zero area")
-            if self.load_masks and "segmentation" not in ann:
-                raise MalDataError(f"{where} ({image['file_name']}): no 'segmentation', needed for load_masks")
+            if self.load_masks and not ann.get("segmentation"):
+                # A box whose outline nobody drew (a pairs source with boxes only) cannot be scored.
+                self.unscored.append(ann_id)
+                continue
             hw = (int(image["height"]), int(image["width"])) if "height" in image and "width" in image else None
             box = (x, y, x + w, y + h)
             if hw is not None:
