@@ -67,11 +67,11 @@ def _pair(index: int, root: str) -> None:
         test[y : y + h, x : x + w] = (200, 190, 170)
         mask = np.zeros((SIZE, SIZE), np.uint8)
         mask[y : y + h, x : x + w] = 255
-        Image.fromarray(mask).save(out / f"{stem}_mask.png")
+        Image.fromarray(mask).save(out / f"{stem}_mask.png", compress_level=1)
         (out / f"{stem}.txt").write_text(f"{x},{y},{x + w},{y + h},scratch\n")
     for name, image in (("test", test), ("golden", golden)):
         noisy = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(out / f"{stem}_{name}.png")
+        Image.fromarray(noisy).save(out / f"{stem}_{name}.png", compress_level=1)
 
 
 def generate(root: Path, pairs: int, workers: int) -> float:

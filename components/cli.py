@@ -31,7 +31,7 @@ app.add_typer(infer_app, name="infer")
 app.add_typer(benchmark_app, name="benchmark")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
-FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal | classify.")]
+FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal | classify | cam.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="Override a param: -S data.image_size=128 (YAML value).")
 ]
@@ -313,6 +313,27 @@ def label_mal(
         typer.echo(
             f"wrote {out}: {summary.annotations} mask(s) on {summary.images} image(s), "
             f"{summary.empty_masks} empty, mean score {summary.mean_score:.3f}"
+        )
+
+
+@label_app.command("cam")
+def label_cam(
+    out: Annotated[Path, typer.Option(help="Output COCO JSON: one box per image called anomalous.")],
+    split: Annotated[str, typer.Option(help="Prepared split to label (train | val | test).")] = "train",
+    checkpoint: Annotated[Path | None, typer.Option(help="CAM checkpoint (default the trained best.ckpt).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Image labels in, defect boxes out: the CAM classifier's boxes as COCO, ready for `label mal`."""
+    with _friendly_errors():
+        p = _load(params, set_)
+        from components.labeling.cam_boxes import label_cam as write_cam_boxes
+
+        summary = write_cam_boxes(p, split, out, checkpoint)
+        typer.echo(
+            f"wrote {out}: {summary.boxes} box(es) on {summary.anomalous} of {summary.images} image(s) "
+            f"called anomalous (threshold {summary.threshold:.4f}); next: inspectops label mal --coco {out} "
+            f"--images {p.datasets_dir} --out <masks.json>"
         )
 
 

@@ -308,6 +308,82 @@ class ClassifyParams(_Section):
         return size
 
 
+class CamModelParams(BackboneParams):
+    """The CAM defect classifier (``components/models/cam``); mirrors ``CamClassifier``'s arguments.
+
+    Any timm CNN with ``features_only`` (the last of its four levels is pooled and classified);
+    ``vgg16`` is the Visual-Inspection reference's network (ImageNet weights with ``pretrained: hub``).
+    """
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class CamAugmentParams(_Section):
+    """Light training augmentation: a defect must stay where it is and look like itself."""
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.0, ge=0.0, le=1.0)
+    blur: float = Field(0.0, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.5, ge=0.0, le=1.0)
+    brightness: float = Field(0.1, ge=0.0, le=1.0)
+    contrast: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class CamTrainParams(TrainLoopParams):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr_policy: Literal["linear", "step", "cosine"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    train_stages: int = Field(1, ge=-1, le=4)
+    """Backbone feature levels trained, counted from the last (coarsest) one, beside the head: ``0``
+    trains the head alone (a linear probe), ``-1`` (or 4) everything. The rest keeps its weights and
+    BatchNorm statistics (the reference fine-tunes VGG16's last 3 conv layers and the head)."""
+    class_weights: tuple[float, float] = (1.0, 3.0)
+    """Cross-entropy weights [good, anomaly] (the reference: 1 and 3)."""
+    augment: CamAugmentParams = CamAugmentParams()
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, weights: tuple[float, float]) -> tuple[float, float]:
+        if min(weights) <= 0:
+            raise ValueError("both class weights must be > 0")
+        return weights
+
+
+class CamEvalParams(_Section):
+    threshold: float | Literal["auto"] = "auto"
+    """Anomaly when ``softmax(logits)[:, 1]`` is above it. ``auto``: chosen on ``threshold_split``
+    (never on the reported split), as ChangeNet-Classification does."""
+    threshold_split: Literal["train", "test"] = "train"
+    max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1)
+    box_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    """Heatmap pixels at or above this share of the image's heatmap maximum form the defect region."""
+    box_mode: Literal["largest", "all"] = "largest"
+    """``largest``: the box of the largest connected region; ``all``: a box per region."""
+    min_box_area: int = Field(16, ge=1)
+    """Regions of fewer pixels (at the model's input size) give no box."""
+    num_overlays: int = Field(6, ge=0)
+    """Heatmap overlays pictured per split (a fixed spread of its images, defects first)."""
+
+
+class CamParams(_Section):
+    model: CamModelParams = CamModelParams()
+    train: CamTrainParams = CamTrainParams()
+    eval: CamEvalParams = CamEvalParams()
+    input_size: int | None = Field(None, ge=32, le=2048)
+    """Side of the square image fed to the model; ``None`` keeps the prepared ``data.image_size``."""
+    registered_model: str = "inspectops-cam"
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, size: int | None) -> int | None:
+        if size is not None and size % 32:
+            raise ValueError("must be a multiple of 32 (the backbone's coarsest stride)")
+        return size
+
+
 class MalModelParams(_Section):
     """The Mask Auto-Labeler network (Lan et al., CVPR 2023; ``components/models/mal``)."""
 
@@ -441,6 +517,7 @@ class Params(_Section):
     segment: SegmentParams = SegmentParams()
     mal: MalParams = MalParams()
     classify: ClassifyParams = ClassifyParams()
+    cam: CamParams = CamParams()
     export: ExportParams = ExportParams()
     quantize: QuantizeParams = QuantizeParams()
     benchmark: BenchmarkParams = BenchmarkParams()
@@ -459,6 +536,8 @@ class Params(_Section):
             raise ValueError("classify.eval.threshold_split: test needs data.test_fraction > 0")
         if self.segment.eval.image_threshold_split == "test" and self.data.test_fraction <= 0:
             raise ValueError("segment.eval.image_threshold_split: test needs data.test_fraction > 0")
+        if self.cam.eval.threshold_split == "test" and self.data.test_fraction <= 0:
+            raise ValueError("cam.eval.threshold_split: test needs data.test_fraction > 0")
         return self
 
     @property

@@ -34,6 +34,13 @@ TINY_CLASSIFY: dict[str, Any] = {
 }
 """ChangeNet-Classification at test size, for the same reason."""
 
+TINY_CAM: dict[str, Any] = {
+    "model": {"pretrained": "none"},
+    "train": {"epochs": 1, "batch_size": 8, "train_stages": 1},
+    "eval": {"num_overlays": 2, "batch_size": 8},
+}
+"""The CAM classifier at test size, for the same reason."""
+
 
 def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
     """A params mapping whose data and artifacts live under ``root`` and whose data is tiny."""
@@ -44,6 +51,7 @@ def tiny_params_dict(root: Path, **sections: Any) -> dict[str, Any]:
         "synthetic": dict(TINY_SYNTHETIC),
         "mal": {key: dict(value) for key, value in TINY_MAL.items()},
         "classify": {key: dict(value) for key, value in TINY_CLASSIFY.items()},
+        "cam": {key: dict(value) for key, value in TINY_CAM.items()},
         "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "tests"},
     }
     for key, value in sections.items():

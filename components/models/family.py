@@ -145,6 +145,7 @@ FAMILY_MODULES: dict[str, str] = {
     "segment": "components.models.changenet.family:FAMILY",
     "mal": "components.models.mal.family:FAMILY",
     "classify": "components.models.changenet_classify.family:FAMILY",
+    "cam": "components.models.cam.family:FAMILY",
 }
 """Family name -> ``module:attribute`` of its :class:`ModelFamily`; imported on use (torch is slow to import)."""
 

@@ -16,27 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from components.config import Params
-from components.data.sources.common import check_unique, class_name, safe_name
+from components.data.sources.common import check_unique, class_name, safe_name, split_files
 from components.data.sources.options import SourceOptions
 from components.data.sources.records import GOOD, Box, Instance, Record, SourceError, SourceIndex
-from components.data.split import SPLIT_NAMES
 
 
 def json_files(root: Path) -> dict[str | None, Path]:
     """``{split: json}`` from ``train.json``/``val.json``/``test.json``, or ``{None: the only json}``."""
-    found = sorted(p for p in root.glob("*.json") if p.is_file() and not p.name.startswith("inspectops-"))
-    by_split = {p.stem: p for p in found if p.stem in SPLIT_NAMES}
-    if by_split:
-        if "train" not in by_split or "val" not in by_split:
-            raise SourceError(f"{root}: split files need both train.json and val.json (found {sorted(by_split)})")
-        return dict(by_split)
-    if len(found) == 1:
-        return {None: found[0]}
-    if not found:
-        raise SourceError(f"{root}: no COCO JSON (expected train.json and val.json, or one JSON to split)")
-    raise SourceError(
-        f"{root}: several JSON files {[p.name for p in found]}; name them train.json, val.json[, test.json]"
-    )
+    return split_files(root, ".json", "COCO JSON")
 
 
 def load_coco(path: Path) -> dict[str, Any]:

@@ -42,6 +42,28 @@ def find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def split_files(root: Path, suffix: str, what: str) -> dict[str | None, Path]:
+    """``{split: file}`` from ``train<suffix>``/``val<suffix>``/``test<suffix>``, or ``{None: the only file}``.
+
+    TAO's classification CSVs and COCO files come either one per split or as a single file
+    the project splits itself; anything else is ambiguous and refused.
+    """
+    found = sorted(p for p in root.glob(f"*{suffix}") if p.is_file() and not p.name.startswith("inspectops-"))
+    by_split = {p.stem: p for p in found if p.stem in SPLIT_NAMES}
+    if by_split:
+        if "train" not in by_split or "val" not in by_split:
+            raise SourceError(
+                f"{root}: split {what}s need both train{suffix} and val{suffix} (found {sorted(by_split)})"
+            )
+        return dict(by_split)
+    if len(found) == 1:
+        return {None: found[0]}
+    if not found:
+        raise SourceError(f"{root}: no {what} (expected train{suffix} and val{suffix}, or one {what} to split)")
+    names = [p.name for p in found]
+    raise SourceError(f"{root}: several {what}s {names}; name them train{suffix}, val{suffix}[, test{suffix}]")
+
+
 def check_unique(records: Iterable[Record]) -> None:
     """Two records writing the same prepared files would overwrite each other."""
     seen: dict[str, str] = {}

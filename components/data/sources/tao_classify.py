@@ -19,27 +19,16 @@ from pathlib import Path
 
 from components.config import LIGHTING_CONDITIONS, Params
 from components.data.formats import CLASSIFY_COLUMNS, PASS_LABEL
-from components.data.sources.common import check_unique, class_name, find_image, safe_name
+from components.data.sources.common import check_unique, class_name, find_image, safe_name, split_files
 from components.data.sources.options import SourceOptions
 from components.data.sources.records import GOOD, LightFiles, Record, SourceError, SourceIndex
-from components.data.split import SPLIT_NAMES
 
 MAX_GOLDENS = 16
 
 
 def csv_files(root: Path) -> dict[str | None, Path]:
     """``{split: csv}`` from ``train.csv``/``val.csv``/``test.csv``, or ``{None: the only csv}``."""
-    found = sorted(p for p in root.glob("*.csv") if p.is_file())
-    by_split = {p.stem: p for p in found if p.stem in SPLIT_NAMES}
-    if by_split:
-        if "train" not in by_split or "val" not in by_split:
-            raise SourceError(f"{root}: split CSVs need both train.csv and val.csv (found {sorted(by_split)})")
-        return dict(by_split)
-    if len(found) == 1:
-        return {None: found[0]}
-    if not found:
-        raise SourceError(f"{root}: no CSV file (expected train.csv and val.csv, or one CSV to split)")
-    raise SourceError(f"{root}: several CSVs {[p.name for p in found]}; name them train.csv, val.csv[, test.csv]")
+    return split_files(root, ".csv", "CSV")
 
 
 def _lights_of(folder: Path, object_name: str) -> LightFiles:
