@@ -318,8 +318,11 @@ def label_mal(
 
 @label_app.command("cam")
 def label_cam(
-    out: Annotated[Path, typer.Option(help="Output COCO JSON: one box per image called anomalous.")],
+    out: Annotated[Path | None, typer.Option(help="Output COCO JSON: one box per image called anomalous.")] = None,
     split: Annotated[str, typer.Option(help="Prepared split to label (train | val | test).")] = "train",
+    pipeline: Annotated[
+        bool, typer.Option(help="Run the label_cam stage (train images -> labels/cam/train.json, for MAL).")
+    ] = False,
     checkpoint: Annotated[Path | None, typer.Option(help="CAM checkpoint (default the trained best.ckpt).")] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
@@ -327,6 +330,11 @@ def label_cam(
     """Image labels in, defect boxes out: the CAM classifier's boxes as COCO, ready for `label mal`."""
     with _friendly_errors():
         p = _load(params, set_)
+        if pipeline:
+            _run_stage("label_cam", p)
+            return
+        if out is None:
+            raise ParamsError("label cam needs --out (or --pipeline)")
         from components.labeling.cam_boxes import label_cam as write_cam_boxes
 
         summary = write_cam_boxes(p, split, out, checkpoint)

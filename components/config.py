@@ -457,7 +457,20 @@ class MalParams(_Section):
     model: MalModelParams = MalModelParams()
     train: MalTrainParams = MalTrainParams()
     eval: MalEvalParams = MalEvalParams()
+    # Where MAL's train boxes come from: ``annotated`` (the prepared COCO file: drawn boxes) or
+    # ``cam`` (the CAM classifier's boxes of the train images it calls anomalous, ``label_cam``):
+    # with ``segment.train.labels: mal`` too, ChangeNet then learns from image labels alone.
+    boxes: Literal["annotated", "cam"] = "annotated"
     registered_model: str = "inspectops-mal"
+
+    @model_validator(mode="after")
+    def _val_boxes_are_drawn_boxes(self) -> MalParams:
+        if self.boxes == "cam" and self.train.use_val_boxes:
+            raise ValueError(
+                "mal.train.use_val_boxes learns from the drawn val boxes; with mal.boxes: cam there are none "
+                "(set use_val_boxes: false)"
+            )
+        return self
 
 
 class ExportParams(_Section):

@@ -1,7 +1,8 @@
 """MAL as a labeller: the ``label_mal`` stage and ``inspectops label mal``.
 
-The stage labels the *train* boxes of the prepared COCO file (``datasets/coco/train.json``; its
-true masks are never read to make the labels) and writes, under ``<artifacts>/labels/mal/``:
+The stage labels the *train* boxes (``mal.boxes``: the prepared ``datasets/coco/train.json``, or
+the CAM classifier's boxes of the train images, ``labels/cam/train.json``; true masks are never
+read to make the labels) and writes, under ``<artifacts>/labels/mal/``:
 
 - ``train.json``: the COCO file with an RLE ``segmentation`` and a ``score`` per box, checked by
   Great Expectations (every mask decodes to its image's size and lies in its box);
@@ -37,6 +38,24 @@ def mal_labels_dir(params: Params) -> Path:
 def mal_mask_dir(params: Params) -> Path:
     """``<artifacts>/labels/mal/masks``: ChangeNet's train masks with ``segment.train.labels: mal``."""
     return mal_labels_dir(params) / "masks"
+
+
+def mal_train_boxes(params: Params) -> Path:
+    """The COCO file of the train boxes MAL learns from and labels (``mal.boxes``).
+
+    ``annotated``: the prepared ``datasets/coco/train.json`` (drawn boxes); ``cam``: the CAM
+    classifier's boxes of the train images (``labels/cam/train.json``), so that no region is drawn.
+    """
+    if params.mal.boxes == "cam":
+        from components.labeling.cam_boxes import cam_boxes_path
+
+        path = cam_boxes_path(params)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no CAM boxes (mal.boxes: cam); run the label_cam stage first")
+        return path
+    from components.data.formats import DatasetLayout
+
+    return DatasetLayout(params.datasets_dir).coco_json("train")
 
 
 def label_metrics_path(params: Params) -> Path:
@@ -97,8 +116,8 @@ def label_stage(params: Params, checkpoint: Path | None = None) -> dict[str, flo
     from components.labeling.writer import label_coco
 
     layout = DatasetLayout(params.datasets_dir)
-    coco = layout.coco_json("train")
-    job = load_box_job(coco, params.datasets_dir)
+    boxes = mal_train_boxes(params)
+    job = load_box_job(boxes, params.datasets_dir)
     model = _load_model(params, checkpoint)
     with atomic_dir(mal_labels_dir(params)) as staging:
         summary = label_coco(job, mal_predictor(model, params), staging / "train.json")
@@ -106,18 +125,21 @@ def label_stage(params: Params, checkpoint: Path | None = None) -> dict[str, flo
         labelled = json.loads((staging / "train.json").read_text())
         masks = _masks_by_sample(labelled, decode_rle)
         names = read_segment_list(layout.segment_list("train"))
+        written: dict[str, np.ndarray] = {}
         for name in names:
             mask = masks.get(name)
             if mask is None:  # no box on this pair: a good part
                 width, height = image_size(layout.segment_image("A", name))
                 mask = np.zeros((height, width), dtype=bool)
+            written[name] = mask
             write_png(staging / "masks" / f"{name}.png", mask.astype(np.uint8) * 255)
     metrics = {
         "label/images": float(summary.images),
         "label/annotations": float(summary.annotations),
         "label/empty_masks": float(summary.empty_masks),
         "label/mean_score": float(summary.mean_score) if summary.mean_score is not None else 0.0,
-        **_label_quality(coco, labelled),
+        **(_label_quality(layout.coco_json("train"), labelled) if params.mal.boxes == "annotated" else {}),
+        **_image_quality(layout, written),
     }
     write_json(label_metrics_path(params), metrics)
     return metrics
@@ -137,6 +159,32 @@ def _masks_by_sample(document: dict[str, Any], decode: Any) -> dict[str, np.ndar
         mask = decode(annotation["segmentation"])
         masks[name] = masks[name] | mask if name in masks else mask
     return masks
+
+
+def _image_quality(layout: Any, written: dict[str, np.ndarray]) -> dict[str, float]:
+    """What ChangeNet will train on against the painted train masks, per image.
+
+    ``label/train_image_iou``: mean IoU of each defective image's label mask (the union of its
+    instance masks) with its true mask; ``label/train_false_masks``: share of good train images
+    that got a mask anyway. Whatever the boxes came from (drawn, or the CAM's), this is the
+    quality of the chain's last link. Read only here, after labelling.
+    """
+    from components.imageio import read_mask
+
+    ious, false_masks, good = [], 0, 0
+    for name, mask in written.items():
+        path = layout.segment_image("label", name)
+        if not path.is_file():
+            return {}
+        truth = read_mask(path)
+        if not truth.any():
+            good += 1
+            false_masks += int(mask.any())
+            continue
+        union = np.logical_or(mask, truth).sum()
+        ious.append(float(np.logical_and(mask, truth).sum() / union))
+    metrics = {"label/train_false_masks": false_masks / good} if good else {}
+    return metrics | ({"label/train_image_iou": float(np.mean(ious))} if ious else {})
 
 
 def _label_quality(truth_path: Path, labelled: dict[str, Any]) -> dict[str, float]:
@@ -162,4 +210,4 @@ def _label_quality(truth_path: Path, labelled: dict[str, Any]) -> dict[str, floa
     return {"label/train_miou": float(np.mean(ious))} if ious else {}
 
 
-__all__ = ["label_file", "label_stage", "mal_labels_dir", "mal_mask_dir", "mal_predictor"]
+__all__ = ["label_file", "label_stage", "mal_labels_dir", "mal_mask_dir", "mal_predictor", "mal_train_boxes"]

@@ -45,7 +45,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         params = load_params(params)
     parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
     stage = get_stage(name)
-    if stage.dataset is not None and (reason := stage.skip_reason(params)) is not None:
+    if stage.datasets and (reason := stage.skip_reason(params)) is not None:
         raise StageError(f"stage '{name}' cannot run: {reason} (see components/data/sources)")
     if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
         return stage.function()(params)
@@ -185,6 +185,29 @@ def stream_command(
     return code, list(tail)
 
 
+def stand_in_for_skipped_outputs(stage: Stage, params: Params, root: Path) -> list[Path]:
+    """Create, empty, the folders ``stage`` depends on that come from stages the source cannot feed.
+
+    DVC's graph cannot branch on a param, so e.g. ``train_mal`` always depends on the CAM boxes
+    (``labels/cam``), which a COCO-only source never makes (no segmentation dataset, no CAM
+    classifier). DVC refuses a missing dependency; an empty folder says "nothing came from there",
+    and a family that would read it (``mal.boxes: cam``) fails with its own clear message.
+    Only folders are stood in for, never files, and only outputs of stages that are skipped.
+    """
+    from components.pipeline.stages import STAGES
+
+    skipped = {resolve_path(out, params) for s in STAGES if s.skip_reason(params) for out in s.outs}
+    made = []
+    for dep in stage.deps:
+        if resolve_path(dep, params) not in skipped:
+            continue
+        folder = root / resolve_path(dep, params)  # params paths are relative to the project root
+        if not folder.exists() and not folder.suffix:
+            folder.mkdir(parents=True)
+            made.append(folder)
+    return made
+
+
 def reproduce_stage(
     name: str, params_path: Path | str, parent_run_id: str | None = None, on_line: LineSink | None = None
 ) -> dict[str, float]:
@@ -197,6 +220,7 @@ def reproduce_stage(
     path = Path(params_path).resolve()
     params = load_params(path)
     stage = get_stage(name)
+    stand_in_for_skipped_outputs(stage, params, path.parent)
     env = {**os.environ}
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id

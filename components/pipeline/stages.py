@@ -46,9 +46,9 @@ class Stage:
     only_for_source: str | None = None
     family: str | None = None
     """Model family the entrypoint works on; passed as ``family=`` (the shared stages take one)."""
-    dataset: str | None = None
-    """Prepared dataset the stage reads (``segment``, ``classify`` or ``coco``): a source format that
-    cannot feed it (``components.data.sources``) skips the stage in the Prefect flow."""
+    datasets: tuple[str, ...] = ()
+    """Prepared datasets the stage reads (``segment``, ``classify``, ``coco``): a source format that
+    cannot feed all of them (``components.data.sources``) skips the stage in the Prefect flow."""
     retries: int = 0
     reports: tuple[str, ...] = ()
     """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
@@ -70,8 +70,10 @@ class Stage:
 
         if self.only_for_source is not None and self.only_for_source != params.data.source:
             return f"only for data.source {self.only_for_source}"
-        if self.dataset is not None and self.dataset not in source_format(params.data.source).datasets:
-            return f"data.source {params.data.source} feeds no {self.dataset} dataset"
+        fed = source_format(params.data.source).datasets
+        missing = [dataset for dataset in self.datasets if dataset not in fed]
+        if missing:
+            return f"data.source {params.data.source} feeds no {' or '.join(missing)} dataset"
         return None
 
 
@@ -86,6 +88,8 @@ MODELS = "${paths.artifacts_dir}/models"
 PLOTS = "${paths.artifacts_dir}/plots"
 LABELS_MAL = "${paths.artifacts_dir}/labels/mal"
 """MAL's labels of the train boxes: COCO with RLE masks and one mask PNG per train image."""
+LABELS_CAM = "${paths.artifacts_dir}/labels/cam"
+"""The CAM classifier's boxes of the train images it calls anomalous (COCO, no masks)."""
 _MODEL_CODE = ("components/models/family.py", "components/models/checkpoint.py", "components/models/backbones")
 """Code every model family builds on: the family interface, the checkpoint loader and the backbones."""
 REPORTS = "${paths.artifacts_dir}/reports"
@@ -132,16 +136,90 @@ STAGES: tuple[Stage, ...] = (
         metrics=(f"{METRICS}/validation.json",),
         key_metrics=("validation/success", "validation/failed_expectations"),
     ),
+    # ---- CAM defect classifier (components/models/cam): image labels in, good/anomaly and a box out.
+    # Before MAL, which can learn from and label its boxes (mal.boxes: cam).
+    Stage(
+        name="train_cam",
+        command="inspectops train cam",
+        entrypoint="components.pipeline.steps:train",
+        family="cam",
+        datasets=("segment",),
+        description="Train the CAM classifier on image labels (class-weighted CE), best checkpoint on val AUROC.",
+        deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/cam", "components/training"),
+        params=("seed", "cam.model", "cam.train", "cam.input_size"),
+        outs=(f"{MODELS}/cam",),
+        metrics=(f"{METRICS}/cam_train.json",),
+        key_metrics=("train/best_val_auroc", "train/epochs"),
+    ),
+    Stage(
+        name="evaluate_cam",
+        command="inspectops evaluate cam",
+        entrypoint="components.pipeline.steps:evaluate",
+        family="cam",
+        datasets=("segment",),
+        description="Accuracy, balanced accuracy, AUROC; CAM box IoU against the true defect box; heatmap overlays.",
+        deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/evaluation"),
+        params=("cam.eval",),
+        outs=(f"{PLOTS}/cam",),
+        metrics=(f"{METRICS}/cam.json",),
+        key_metrics=("val/auroc", "val/accuracy", "val/box_iou"),
+    ),
+    Stage(
+        name="label_cam",
+        command="inspectops label cam --pipeline",
+        entrypoint="components.pipeline.steps:label_cam",
+        datasets=("segment",),
+        description="Box the train images the CAM classifier calls anomalous: COCO for MAL (mal.boxes: cam).",
+        deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/labeling/cam_boxes.py"),
+        params=("cam.eval",),
+        outs=(LABELS_CAM,),
+        metrics=(f"{METRICS}/cam_label.json",),
+        key_metrics=("label/boxes", "label/defect_recall", "label/box_iou"),
+    ),
+    Stage(
+        name="export_cam",
+        command="inspectops export cam",
+        entrypoint="components.pipeline.steps:export",
+        family="cam",
+        datasets=("segment",),
+        description="ONNX export (image -> heatmap, logits; dynamic batch) with a torch parity check.",
+        deps=(f"{MODELS}/cam", DATASETS, *_MODEL_CODE, "components/models/cam", "components/export"),
+        params=("export", "cam.eval"),
+        outs=(f"{DEPLOY}/cam_fp32.onnx", f"{DEPLOY}/cam_fp32.json"),
+        metrics=(f"{METRICS}/cam_export.json",),
+        key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
+    ),
+    Stage(
+        name="register_cam",
+        command="inspectops register cam",
+        entrypoint="components.pipeline.steps:register",
+        family="cam",
+        datasets=("segment",),
+        description="Register in MLflow (inspectops-cam); champion only if its val AUROC is at least the champion's.",
+        deps=(f"{METRICS}/cam.json", f"{MODELS}/cam", "components/registry.py"),
+        params=("cam.registered_model",),
+        outs=("${paths.artifacts_dir}/registry/cam.json",),
+        retries=2,
+        key_metrics=("register/version", "register/promoted"),
+    ),
     # ---- MAL: masks from boxes (components/models/mal). Before ChangeNet, whose training can use its labels.
     Stage(
         name="train_mal",
         command="inspectops train mal",
         entrypoint="components.pipeline.steps:train",
         family="mal",
-        dataset="coco",
+        datasets=("coco",),
         description="Train the Mask Auto-Labeler from the train boxes only (MIL + CRF losses, EMA teacher).",
-        deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/mal", "components/training"),
-        params=("seed", "mal.model", "mal.train"),
+        # The CAM boxes are a dependency whatever mal.boxes says (DVC's graph cannot branch on a param).
+        deps=(
+            DATASETS,
+            f"{METRICS}/validation.json",
+            LABELS_CAM,
+            *_MODEL_CODE,
+            "components/models/mal",
+            "components/training",
+        ),
+        params=("seed", "mal.model", "mal.train", "mal.boxes"),
         outs=(f"{MODELS}/mal",),
         metrics=(f"{METRICS}/mal_train.json",),
         key_metrics=("train/best_val_miou", "train/epochs"),
@@ -151,7 +229,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate mal",
         entrypoint="components.pipeline.steps:evaluate",
         family="mal",
-        dataset="coco",
+        datasets=("coco",),
         description="Mask IoU of every val box against its true mask, beside the box and box+CRF baselines.",
         deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/evaluation"),
         params=("mal.eval",),
@@ -163,10 +241,10 @@ STAGES: tuple[Stage, ...] = (
         name="label_mal",
         command="inspectops label mal --pipeline",
         entrypoint="components.pipeline.steps:label_mal",
-        dataset="coco",
+        datasets=("coco", "segment"),  # boxes from the COCO file, one mask per segmentation train pair
         description="Label the train boxes with MAL: COCO with RLE masks and per-image masks for ChangeNet.",
-        deps=(DATASETS, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/labeling"),
-        params=("mal.eval",),
+        deps=(DATASETS, LABELS_CAM, f"{MODELS}/mal", *_MODEL_CODE, "components/models/mal", "components/labeling"),
+        params=("mal.eval", "mal.boxes"),
         outs=(LABELS_MAL,),
         metrics=(f"{METRICS}/mal_label.json",),
         key_metrics=("label/annotations", "label/train_miou"),
@@ -176,7 +254,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export mal",
         entrypoint="components.pipeline.steps:export",
         family="mal",
-        dataset="coco",
+        datasets=("coco",),
         description="ONNX export of MAL (crop -> mask logits, dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/mal", DATASETS, *_MODEL_CODE, "components/models/mal", "components/export"),
         params=("export",),
@@ -189,7 +267,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register mal",
         entrypoint="components.pipeline.steps:register",
         family="mal",
-        dataset="coco",
+        datasets=("coco",),
         description="Register MAL in MLflow (inspectops-mal); champion only if its val mIoU is at least the champion's.",
         deps=(f"{METRICS}/mal.json", f"{MODELS}/mal", "components/registry.py"),
         params=("mal.registered_model",),
@@ -203,7 +281,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train segment",
         entrypoint="components.pipeline.steps:train",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="Train Visual ChangeNet-Segmentation (Lightning), best checkpoint on val change-IoU.",
         # The validation report is a dependency so training never starts on data that failed it.
         # MAL's labels are one too: with segment.train.labels: mal they are the train masks (DVC's
@@ -226,7 +304,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate segment",
         entrypoint="components.pipeline.steps:evaluate",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="Pixel, per-defect and image metrics on val; PR curve and overlays.",
         deps=(DATASETS, f"{MODELS}/segment", *_MODEL_CODE, "components/models/changenet", "components/evaluation"),
         params=("segment.eval",),
@@ -239,7 +317,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export segment",
         entrypoint="components.pipeline.steps:export",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="ONNX export (test, golden -> change logits, dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/segment", DATASETS, *_MODEL_CODE, "components/models/changenet", "components/export"),
         params=("export",),
@@ -252,7 +330,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops quantize segment",
         entrypoint="components.pipeline.steps:quantize",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="Post-training quantization (quantize.backends), each judged on val against FP32.",
         deps=(
             f"{MODELS}/segment",
@@ -274,7 +352,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register segment",
         entrypoint="components.pipeline.steps:register",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="Register the model in MLflow; move the champion alias only if the gate passes.",
         deps=(
             f"{METRICS}/segment.json",
@@ -295,7 +373,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops benchmark platform",
         entrypoint="components.pipeline.steps:benchmark",
         family="segment",
-        dataset="segment",
+        datasets=("segment",),
         description="trtexec-style timing of the FP32 and INT8 ONNX on this machine, beside TAO's platforms.",
         deps=(
             f"{DEPLOY}/segment_fp32.onnx",
@@ -316,7 +394,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train classify",
         entrypoint="components.pipeline.steps:train",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="Train Visual ChangeNet-Classification on the Optical Inspection CSVs (all lights), best on val AUROC.",
         deps=(
             DATASETS,
@@ -344,7 +422,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate classify",
         entrypoint="components.pipeline.steps:evaluate",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="TAO's accuracy, defect accuracy and false alarm at a threshold chosen on train; AUROC, ROC curve, misclassified parts.",
         deps=(
             DATASETS,
@@ -364,7 +442,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export classify",
         entrypoint="components.pipeline.steps:export",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="ONNX export (input_1, input_2 -> output, TAO's names; dynamic batch) with a torch parity check.",
         deps=(
             f"{MODELS}/classify",
@@ -384,7 +462,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops quantize classify",
         entrypoint="components.pipeline.steps:quantize",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="Post-training quantization (quantize.backends), each judged on val AUROC against FP32.",
         deps=(
             f"{MODELS}/classify",
@@ -406,7 +484,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register classify",
         entrypoint="components.pipeline.steps:register",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="Register in MLflow (inspectops-changenet-classify); champion only if val AUROC passes the gate.",
         deps=(
             f"{METRICS}/classify.json",
@@ -424,7 +502,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops benchmark platform classify",
         entrypoint="components.pipeline.steps:benchmark",
         family="classify",
-        dataset="classify",
+        datasets=("classify",),
         description="Timing of the classifier's FP32 and INT8 ONNX on this machine.",
         deps=(
             f"{DEPLOY}/classify_fp32.onnx",
@@ -436,59 +514,6 @@ STAGES: tuple[Stage, ...] = (
         outs=("${paths.artifacts_dir}/benchmarks/measured_classify.json",),
         reports=(f"{REPORTS}/benchmarks/comparison_classify.md",),
         key_metrics=("bench/*/b8/pairs_per_second",),
-    ),
-    # ---- CAM defect classifier (components/models/cam): image labels in, good/anomaly and a box out.
-    Stage(
-        name="train_cam",
-        command="inspectops train cam",
-        entrypoint="components.pipeline.steps:train",
-        family="cam",
-        dataset="segment",
-        description="Train the CAM classifier on image labels (class-weighted CE), best checkpoint on val AUROC.",
-        deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/cam", "components/training"),
-        params=("seed", "cam.model", "cam.train", "cam.input_size"),
-        outs=(f"{MODELS}/cam",),
-        metrics=(f"{METRICS}/cam_train.json",),
-        key_metrics=("train/best_val_auroc", "train/epochs"),
-    ),
-    Stage(
-        name="evaluate_cam",
-        command="inspectops evaluate cam",
-        entrypoint="components.pipeline.steps:evaluate",
-        family="cam",
-        dataset="segment",
-        description="Accuracy, balanced accuracy, AUROC; CAM box IoU against the true defect box; heatmap overlays.",
-        deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/evaluation"),
-        params=("cam.eval",),
-        outs=(f"{PLOTS}/cam",),
-        metrics=(f"{METRICS}/cam.json",),
-        key_metrics=("val/auroc", "val/accuracy", "val/box_iou"),
-    ),
-    Stage(
-        name="export_cam",
-        command="inspectops export cam",
-        entrypoint="components.pipeline.steps:export",
-        family="cam",
-        dataset="segment",
-        description="ONNX export (image -> heatmap, logits; dynamic batch) with a torch parity check.",
-        deps=(f"{MODELS}/cam", DATASETS, *_MODEL_CODE, "components/models/cam", "components/export"),
-        params=("export", "cam.eval"),
-        outs=(f"{DEPLOY}/cam_fp32.onnx", f"{DEPLOY}/cam_fp32.json"),
-        metrics=(f"{METRICS}/cam_export.json",),
-        key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
-    ),
-    Stage(
-        name="register_cam",
-        command="inspectops register cam",
-        entrypoint="components.pipeline.steps:register",
-        family="cam",
-        dataset="segment",
-        description="Register in MLflow (inspectops-cam); champion only if its val AUROC is at least the champion's.",
-        deps=(f"{METRICS}/cam.json", f"{MODELS}/cam", "components/registry.py"),
-        params=("cam.registered_model",),
-        outs=("${paths.artifacts_dir}/registry/cam.json",),
-        retries=2,
-        key_metrics=("register/version", "register/promoted"),
     ),
 )
 

@@ -95,6 +95,13 @@ def label_mal(params: Params) -> dict[str, float]:
     return label_stage(params)
 
 
+def label_cam(params: Params) -> dict[str, float]:
+    """Box the train images the CAM classifier calls anomalous: ``labels/cam/train.json`` for MAL."""
+    from components.labeling.cam_boxes import label_cam_stage
+
+    return label_cam_stage(params)
+
+
 def _attach_to_training_run(params: Params, family: str, path, artifact_path: str) -> None:  # type: ignore[no-untyped-def]
     """Log a deploy artifact into the training run, where registry model versions point."""
     import mlflow

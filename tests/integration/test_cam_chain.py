@@ -38,3 +38,27 @@ def test_cam_boxes_are_coco_that_mal_reads(params: Params, tmp_path: Path) -> No
     if coco["annotations"]:
         crops = BoxCropDataset(out, params.datasets_dir, 32, train=False)
         assert len(crops) == len(coco["annotations"])
+
+
+def test_image_labels_alone_chain_to_changenet_masks(params: Params) -> None:
+    """mal.boxes: cam: MAL learns from and labels the CAM boxes; ChangeNet's masks follow (no drawn region)."""
+    from components.data.formats import DatasetLayout, read_segment_list
+    from components.labeling.cam_boxes import cam_boxes_path, label_cam_stage
+    from components.labeling.pipeline import label_stage, mal_mask_dir, mal_train_boxes
+
+    chain = params.model_copy(update={"mal": params.mal.model_copy(update={"boxes": "cam"})})
+    train_model(chain, get_family("cam"))
+    boxes = label_cam_stage(chain)
+    assert mal_train_boxes(chain) == cam_boxes_path(chain) and cam_boxes_path(chain).is_file()
+    assert boxes["label/images"] == len(read_segment_list(DatasetLayout(chain.datasets_dir).segment_list("train")))
+    assert 0.0 <= boxes["label/good_boxed"] <= 1.0 and 0.0 <= boxes["label/defect_recall"] <= 1.0
+    assert json.loads((chain.metrics_dir / "cam_label.json").read_text()) == pytest.approx(boxes)
+    if not boxes["label/boxes"]:
+        pytest.skip("the tiny CAM classifier called no train image anomalous")
+    train_model(chain, get_family("mal"))
+    labelled = label_stage(chain)
+    assert labelled["label/annotations"] == boxes["label/boxes"]
+    assert "label/train_miou" not in labelled  # CAM boxes match no drawn annotation by id
+    assert 0.0 <= labelled["label/train_image_iou"] <= 1.0
+    written = sorted(p.stem for p in mal_mask_dir(chain).glob("*.png"))
+    assert written == sorted(read_segment_list(DatasetLayout(chain.datasets_dir).segment_list("train")))

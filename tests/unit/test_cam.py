@@ -411,3 +411,25 @@ def test_params_yaml_has_a_valid_cam_section() -> None:
         parse_params({"cam": {"eval": {"threshold_split": "test"}}})
     with pytest.raises(ValueError, match="train_stages"):
         parse_params({"cam": {"train": {"train_stages": 7}}})
+
+
+def test_box_quality_counts_only_the_boxes_that_are_written() -> None:
+    """Boxes of images called good are never written, so they count as misses, not hits."""
+    from components.labeling.cam_boxes import box_quality
+    from components.models.cam.evaluate import SplitPredictions
+
+    box = (0, 0, 10, 10)
+    seen = SplitPredictions(
+        names=["good_a", "good_b", "bad_hit", "bad_low_score", "bad_no_box"],
+        kinds=["good", "good", "cut", "cut", "cut"],
+        labels=np.array([False, False, True, True, True]),
+        scores=np.array([0.9, 0.1, 0.9, 0.2, 0.9]),
+        boxes=[[box], [box], [box], [box], []],
+        true_boxes=[None, None, box, box, box],
+        ious=np.array([np.nan, np.nan, 1.0, 1.0, 0.0]),
+    )
+    quality = box_quality(seen, threshold=0.5)
+    assert quality["label/good_boxed"] == pytest.approx(0.5)  # good_a: a false box downstream
+    assert quality["label/defect_recall"] == pytest.approx(1 / 3)  # only bad_hit is boxed
+    assert quality["label/box_iou"] == pytest.approx(1 / 3)
+    assert quality["label/hit_0.5"] == pytest.approx(1 / 3)

@@ -24,6 +24,8 @@ def test_repository_params_are_valid() -> None:
         ({"segment": {"train": {"optimizer": "lbfgs"}}}, "segment.train.optimizer", "adamw"),
         ({"data": {"imagesize": 128}}, "data.imagesize", "Extra inputs"),
         ({"segment": {"model": {"pretrained": "path"}}}, "segment.model", "pretrained_backbone_path"),
+        ({"mal": {"boxes": "drawn"}}, "mal.boxes", "'annotated' or 'cam'"),
+        ({"mal": {"boxes": "cam", "train": {"use_val_boxes": True}}}, "mal", "use_val_boxes"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict, key: str, hint: str) -> None:

@@ -100,3 +100,39 @@ def test_every_stage_declares_an_output_so_a_fresh_clone_runs_it() -> None:
     With deterministic outputs a fresh clone's inputs match the committed lock, so a stage with
     no output (register, benchmark) would never run there; a missing output makes DVC run it."""
     assert all(stage.outs for stage in STAGES), [stage.name for stage in STAGES if not stage.outs]
+
+
+def test_a_source_skips_the_stages_whose_datasets_it_cannot_feed() -> None:
+    by_name = {s.name: s for s in STAGES}
+    coco = parse_params({"data": {"source": "coco"}})
+    tao_segment = parse_params({"data": {"source": "tao-segment"}})
+    # label_mal writes one mask per segmentation train pair: a COCO-only source cannot feed it.
+    assert "segment" in (by_name["label_mal"].skip_reason(coco) or "")
+    assert by_name["train_mal"].skip_reason(coco) is None
+    assert by_name["label_cam"].skip_reason(coco) is not None
+    assert by_name["label_mal"].skip_reason(tao_segment) is None
+
+
+def test_mal_chain_switch_is_wired_through_the_graph() -> None:
+    """With mal.boxes: cam, MAL learns from and labels the CAM boxes: DVC must order them first."""
+    params = parse_params({})
+    by_name = {s.name: s for s in STAGES}
+    assert "label_cam" in upstream(by_name["train_mal"], params)
+    assert "label_cam" in upstream(by_name["label_mal"], params)
+    assert "mal.boxes" in by_name["train_mal"].params and "mal.boxes" in by_name["label_mal"].params
+    order = [s.name for s in plan(params)]
+    assert order.index("label_cam") < order.index("train_mal") < order.index("label_mal") < order.index("train_segment")
+
+
+def test_skipped_stages_leave_empty_folders_for_their_dependents(tmp_path: Path) -> None:
+    from components.pipeline.runner import stand_in_for_skipped_outputs
+
+    by_name = {s.name: s for s in STAGES}
+    coco = parse_params({"data": {"source": "coco"}})
+    made = stand_in_for_skipped_outputs(by_name["train_mal"], coco, tmp_path)
+    cam_boxes = tmp_path / resolve_path("${paths.artifacts_dir}/labels/cam", coco)
+    assert made == [cam_boxes] and cam_boxes.is_dir() and not any(cam_boxes.iterdir())
+    # a source that feeds every dataset runs label_cam itself: nothing is stood in for
+    assert stand_in_for_skipped_outputs(by_name["train_mal"], parse_params({}), tmp_path / "full") == []
+    # outputs of stages that run are never faked, even when missing
+    assert not (tmp_path / resolve_path("${paths.artifacts_dir}/datasets", coco)).exists()

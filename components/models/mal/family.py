@@ -4,8 +4,9 @@ Input: box crops (``crop``: ``N x 3 x S x S`` in [0, 1], the 1.3x test crop of e
 ``mal.model.crop_size``). Output: mask logits (``mask_logits``: ``N x 1 x S/8 x S/8``; the caller
 upsamples, applies a sigmoid and zeroes what lies outside the box, :mod:`.predict`). Promotion is
 gated on the val mIoU (``miou``), the metric the checkpoint is chosen on too. Trained on the
-boxes of ``datasets/coco/train.json`` (and of val with ``mal.train.use_val_boxes``), validated
-against the true masks of val.
+boxes of ``datasets/coco/train.json`` (and of val with ``mal.train.use_val_boxes``), or with
+``mal.boxes: cam`` on the CAM classifier's boxes of the train images; validated against the true
+masks of val either way.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class MaskAutoLabelerFamily:
 
     def build_datamodule(self, params: Params) -> L.LightningDataModule:
         from components.data.formats import DatasetLayout
+        from components.labeling.pipeline import mal_train_boxes
         from components.models.mal.data import MalDataModule
 
         layout = DatasetLayout(params.datasets_dir)
         return MalDataModule(
-            train_json=layout.coco_json("train"),
+            train_json=mal_train_boxes(params),
             val_json=layout.coco_json("val"),
             images_root=params.datasets_dir,
             crop_size=params.mal.model.crop_size,
