@@ -13,6 +13,10 @@
    the box of the true mask, hit rates at IoU 0.3 / 0.5; the same per defect kind.
 4. The chain's first link: ``label_cam`` on the train split (the COCO boxes MAL would read), judged
    against the boxes of the true train masks.
+5. With ``--chain``, the whole chain, each link measured: ChangeNet-Segmentation trained for
+   ``--segment-epochs`` on (a) the painted masks, (b) MAL's masks of the drawn train boxes, (c) MAL's
+   masks of the CAM boxes, MAL itself trained on those CAM boxes (``mal.boxes: cam``): image labels
+   alone. All three judged on the same true val masks, with the same epochs.
 
 Beside them the Visual-Inspection reference (VGG16, 224 px, 80/20 split, at most 10 epochs) test
 accuracies; it has no transistor number.
@@ -22,6 +26,7 @@ is kept beside the first) and a section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/cam_mvtec.py                          # transistor, 10 epochs
     python benchmarks/cam_mvtec.py --set cam.train.train_stages=3 --name "3 stages"
+    python benchmarks/cam_mvtec.py --chain --val-fraction 0.3 --test-fraction 0 --name chain   # TAO's 212/91
 
 The MVTec data is CC BY-NC-SA: never committed, never needed by a test.
 """
@@ -209,6 +214,50 @@ def label_chain(params: Params) -> dict[str, Any]:
     }
 
 
+CHAIN = (
+    ("true masks", {"segment.train.labels": "masks"}),
+    ("MAL masks of the drawn boxes", {"segment.train.labels": "mal", "mal.boxes": "annotated"}),
+    ("MAL masks of the CAM boxes (image labels only)", {"segment.train.labels": "mal", "mal.boxes": "cam"}),
+)
+"""ChangeNet-Segmentation's three sources of train masks, from the most labelling work to the least."""
+
+
+def chain(args: argparse.Namespace, workdir: Path, name: str, overrides: dict[str, Any], cam: Params) -> dict[str, Any]:
+    """Each variant of :data:`CHAIN` in a folder of its own; the CAM variant reuses ``cam``'s trained classifier."""
+    from components.evaluation.stage import evaluate_stage
+    from components.labeling.cam_boxes import label_cam_stage
+    from components.labeling.pipeline import label_stage
+    from components.training.train import model_dir, train_model
+
+    results: dict[str, Any] = {}
+    for variant, switch in CHAIN:
+        extra = {
+            **overrides,
+            **switch,
+            "mal.train.epochs": args.mal_epochs,
+            "segment.train.epochs": args.segment_epochs,
+        }
+        params = prepared(workdir, f"{name}-{slug(variant)}", extra)
+        entry: dict[str, Any] = {"overrides": switch}
+        started = time.perf_counter()
+        if switch.get("mal.boxes") == "cam":
+            shutil.copytree(model_dir(cam, "cam"), model_dir(params, "cam"), dirs_exist_ok=True)
+            print(f"[chain: {variant}] label_cam on train", flush=True)
+            entry["cam_boxes"] = label_cam_stage(params)
+        if switch["segment.train.labels"] == "mal":
+            print(f"[chain: {variant}] MAL from {params.mal.boxes} boxes, {args.mal_epochs} epochs", flush=True)
+            entry["mal_train"] = train_model(params, "mal")
+            # MAL on the true val boxes: what it learnt, whatever boxes it learnt from
+            entry["mal_val"] = {k[4:]: v for k, v in evaluate_stage(params, "mal", splits=("val",)).items()}
+            entry["mal_labels"] = label_stage(params)
+        print(f"[chain: {variant}] ChangeNet-Segmentation, {args.segment_epochs} epochs", flush=True)
+        entry["segment_train"] = train_model(params, "segment")
+        entry["segment_val"] = {k[4:]: v for k, v in evaluate_stage(params, "segment", splits=("val",)).items()}
+        entry["seconds"] = time.perf_counter() - started
+        results[variant] = entry
+    return results
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from components.data.ingest import ingest
     from components.evaluation.stage import evaluate_stage
@@ -241,13 +290,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     entry["train"] = train_model(params, "cam")
     entry["train_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluated = evaluate_stage(params, "cam", splits=SPLITS)
+    splits = SPLITS if args.test_fraction > 0 else ("val",)
+    evaluated = evaluate_stage(params, "cam", splits=splits)
     entry["evaluate_seconds"] = time.perf_counter() - t0
-    for split in SPLITS:
+    for split in splits:
         entry[split] = {k.split("/", 1)[1]: v for k, v in evaluated.items() if k.startswith(f"{split}/")}
     if args.label:
         print(f"[{name}] label_cam on train", flush=True)
         entry["label_train"] = label_chain(params)
+    if args.chain:
+        entry["chain"] = chain(args, workdir, name, overrides, params)
     entry["total_seconds"] = time.perf_counter() - started
     results["runs"][name] = entry
     results_json.parent.mkdir(parents=True, exist_ok=True)
@@ -279,6 +331,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     for name, entry in results["runs"].items():
         for split in SPLITS:
+            if split not in entry:
+                continue
             v = entry.get(split, {})
             counts = entry.get("splits", {}).get(split, {})
             confusion = " / ".join(f"{v.get(f'confusion/{c}', float('nan')):.0f}" for c in ("tn", "fp", "fn", "tp"))
@@ -328,8 +382,42 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{'n/a' if miou is None else f'{miou:.2f}'}, hit@0.3 {pct(label.get('hit_30'))}, "
                 f"hit@0.5 {pct(label.get('hit_50'))}.",
             ]
+    for name, entry in results["runs"].items():
+        if entry.get("chain"):
+            lines += ["", *chain_markdown(name, entry)]
     lines.append(end)
     return "\n".join(lines)
+
+
+def chain_markdown(name: str, entry: dict[str, Any]) -> list[str]:
+    """The chain's table: each link's quality, then ChangeNet's val numbers per source of masks."""
+    first = next(iter(entry["chain"].values()))
+    lines = [
+        f"**The chain on {name}** (ChangeNet-Segmentation {first['segment_train'].get('train/epochs', 0):.0f} "
+        "epochs for every row; MAL "
+        f"{next((v['mal_train'].get('train/epochs', 0) for v in entry['chain'].values() if 'mal_train' in v), 0):.0f}"
+        " epochs; all judged on the true val masks):",
+        "",
+        "| ChangeNet trained on | CAM boxes: defects boxed / good boxed / box IoU | MAL val mIoU (true boxes) | "
+        "train masks vs painted (image IoU) | ChangeNet val IoU | F1 | image AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, v in entry["chain"].items():
+        boxes = v.get("cam_boxes")
+        cam = (
+            f"{pct(boxes.get('label/defect_recall'))} / {pct(boxes.get('label/good_boxed'))} / "
+            f"{boxes.get('label/box_iou', float('nan')):.2f}"
+            if boxes
+            else "n/a"
+        )
+        mal = pct(v["mal_val"].get("miou")) if "mal_val" in v else "n/a"
+        masks = pct(v["mal_labels"].get("label/train_image_iou")) if "mal_labels" in v else "100 (painted)"
+        seg = v["segment_val"]
+        lines.append(
+            f"| {variant} | {cam} | {mal} | {masks} | **{pct(seg.get('iou'))}** | {pct(seg.get('f1'))} | "
+            f"{pct(seg.get('image_auroc'))} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -349,6 +437,9 @@ def main() -> None:
     parser.add_argument(
         "--record", action=argparse.BooleanOptionalAction, default=True, help="write benchmarks/results and RESULTS.md"
     )
+    parser.add_argument("--chain", action="store_true", help="also the chain: ChangeNet on 3 sources of masks")
+    parser.add_argument("--segment-epochs", type=int, default=3, help="ChangeNet epochs of every chain variant")
+    parser.add_argument("--mal-epochs", type=int, default=40, help="MAL epochs of the chain (mal_transistor.py's)")
     parser.add_argument("--name", default=None, help="run name in the results (default: backbone and --set)")
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. cam.train.train_stages=3")
     args = parser.parse_args()

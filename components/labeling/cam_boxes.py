@@ -70,12 +70,16 @@ def _called(score: float, threshold: float) -> bool:
 
 def _predict_boxes(params: Params, split: str, checkpoint: Path | None) -> tuple[SplitPredictions, float]:
     from components.models.cam.evaluate import dataset_for, operating_threshold, predict_split
+    from components.models.cam.metrics import choose_threshold
     from components.models.family import best_checkpoint, get_family
 
     family = get_family("cam")
     model = family.load_module(Path(checkpoint) if checkpoint else best_checkpoint(params, family)).model
-    threshold = operating_threshold(model, params)
-    return predict_split(model, dataset_for(params, split), params.cam.eval, localise=True), threshold
+    setting = params.cam.eval
+    seen = predict_split(model, dataset_for(params, split), setting, localise=True)
+    if setting.threshold == "auto" and setting.threshold_split == split:  # the same scores choose it: one pass
+        return seen, choose_threshold(seen.scores, seen.labels, setting.max_false_alarm_rate)
+    return seen, operating_threshold(model, params)
 
 
 def _coco_document(params: Params, split: str, seen: SplitPredictions, threshold: float) -> dict[str, Any]:

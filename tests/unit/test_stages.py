@@ -136,3 +136,14 @@ def test_skipped_stages_leave_empty_folders_for_their_dependents(tmp_path: Path)
     assert stand_in_for_skipped_outputs(by_name["train_mal"], parse_params({}), tmp_path / "full") == []
     # outputs of stages that run are never faked, even when missing
     assert not (tmp_path / resolve_path("${paths.artifacts_dir}/datasets", coco)).exists()
+
+
+def test_every_param_a_stage_declares_is_in_params_yaml() -> None:
+    """DVC reads the declared keys from params.yaml itself (no defaults): a missing key fails `dvc repro`."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for stage in STAGES:
+        for key in stage.params:
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{stage.name}: params.yaml has no {key!r}"
+                node = node[part]
