@@ -169,6 +169,9 @@ class TrainLoopParams(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     resume_from: Path | None = None
     limit_train_batches: float | int | None = None
+    channels_last: bool = True
+    """Train with NHWC weights: oneDNN's fast convolution path on CPU (1.2-1.6x per step measured on
+    ChangeNet) and the tensor-core layout on GPUs; the checkpoint's values are the same either way."""
 
 
 class EmaParams(_Section):
@@ -436,6 +439,7 @@ class MalTrainParams(_Section):
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
+    channels_last: bool = True  # NHWC weights: faster CNN training on CPU (TrainLoopParams.channels_last)
     min_box_size: int = Field(2, ge=1)  # boxes thinner than this (pixels) are not learnt from
 
     @model_validator(mode="after")

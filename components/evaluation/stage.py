@@ -46,6 +46,10 @@ def evaluate_stage(
     family = get_family(family) if isinstance(family, str) else family
     checkpoint = Path(checkpoint or best_checkpoint(params, family))
     module = family.load_module(checkpoint)
+    if family.trainer_settings(params).channels_last:  # NHWC: the faster CPU convolutions, as in training
+        import torch
+
+        module.to(memory_format=torch.channels_last)
     results: dict[str, float] = {}
     with atomic_dir(plots_dir(params, family)) as staging:
         for split in splits or available_splits(params):

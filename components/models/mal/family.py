@@ -59,6 +59,7 @@ class MaskAutoLabelerFamily:
             precision=t.precision,
             accelerator=t.accelerator,
             report_keys=("train/loss_epoch", "train/mil_epoch", "train/crf_epoch", "val/miou"),
+            channels_last=t.channels_last,
         )
 
     def hyperparameters(self, params: Params) -> dict[str, Any]:
