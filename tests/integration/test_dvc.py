@@ -41,7 +41,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["synthetic"].update(TINY_SYNTHETIC)
     params["data"]["image_size"] = 64
-    params["mal"] = {key: {**params["mal"][key], **value} for key, value in TINY_MAL.items()}
+    params["mal"].update({key: {**params["mal"][key], **value} for key, value in TINY_MAL.items()})
     params["tracking"]["tracking_uri"] = f"sqlite:///{root.parent / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny params"], root)
