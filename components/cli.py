@@ -53,6 +53,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.models.mal.data", "MalDataError"),
         ("components.inference.segment_infer", "PairingError"),
         ("components.inference.classify_infer", "InferInputError"),
+        ("components.inference.cam_infer", "CamInputError"),
         ("components.models.changenet_classify.data", "ClassifyDataError"),
         ("components.models.backbones.pretrained", "PretrainedLoadError"),
         ("components.export.stage", "DeployStageError"),
@@ -410,6 +411,40 @@ def infer_classify(
             f"{result.verdict}: score {result.score:.4f} (threshold {result.threshold:.4f}, "
             f"{len(p.data.lighting_conditions)} light(s), {result.goldens} golden(s))"
         )
+
+
+@infer_app.command("cam")
+def infer_cam(
+    images: Annotated[Path, typer.Option(help="An image, or a folder of images (any size; grey is read as RGB).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for <name>_cam.png overlays and cam_results.csv (optional).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default the trained best.ckpt).")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Anomaly above this score (default: cam.eval.threshold, chosen on train when auto)."),
+    ] = None,
+) -> None:
+    """Good or anomaly, and where: one line per image with the score, the call and the CAM box(es)."""
+    from components.inference.cam_infer import infer_cam as infer
+    from components.models.cam.evaluate import image_size, operating_threshold
+    from components.models.family import best_checkpoint, get_family
+
+    with _friendly_errors():
+        p = _load(params, set_)
+        family = get_family("cam")
+        model = family.load_module(checkpoint or best_checkpoint(p, family)).model
+        if threshold is None:
+            threshold = operating_threshold(model, p)
+        for result in infer(model, images, image_size(p), p.cam.eval, threshold, out):
+            boxes = " ".join(f"[{x1},{y1},{x2},{y2}]" for x1, y1, x2, y2 in result.boxes)
+            typer.echo(
+                f"{result.name}: {result.verdict} score {result.score:.4f} (threshold {threshold:.4f}) {boxes}".rstrip()
+            )
+        if out is not None:
+            typer.echo(f"overlays and cam_results.csv in {out}")
 
 
 @benchmark_app.callback(invoke_without_command=True)

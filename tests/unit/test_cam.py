@@ -433,3 +433,37 @@ def test_box_quality_counts_only_the_boxes_that_are_written() -> None:
     assert quality["label/defect_recall"] == pytest.approx(1 / 3)  # only bad_hit is boxed
     assert quality["label/box_iou"] == pytest.approx(1 / 3)
     assert quality["label/hit_0.5"] == pytest.approx(1 / 3)
+
+
+def test_infer_cam_calls_and_boxes_images_of_any_size(tmp_path: Path) -> None:
+    """Grey and odd-sized files are read as RGB at the model's size; boxes come back in each file's pixels."""
+    from components.config import CamEvalParams
+    from components.imageio import ImageReadError
+    from components.inference.cam_infer import CamInputError, infer_cam
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 50), dtype=np.uint8), mode="L").save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(folder / "wide.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    model = _tiny_model()
+    setting = CamEvalParams(box_threshold=0.5, min_box_area=1)
+
+    called = infer_cam(model, folder, 64, setting, threshold=0.0, out=tmp_path / "out")
+    assert [r.name for r in called] == ["grey", "wide"] and all(r.verdict == "ANOMALY" for r in called)
+    for result, (width, height) in zip(called, ((50, 37), (128, 96)), strict=True):
+        assert result.boxes, "an image called anomalous gets its CAM box"
+        for x1, y1, x2, y2 in result.boxes:
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert (tmp_path / "out" / f"{result.name}_cam.png").is_file()
+    rows = (tmp_path / "out" / "cam_results.csv").read_text().splitlines()
+    assert rows[0] == "name,score,threshold,verdict,boxes" and len(rows) == 3
+
+    good = infer_cam(model, folder / "wide.jpg", 64, setting, threshold=1.0)
+    assert [(r.verdict, r.boxes) for r in good] == [("GOOD", [])]
+    with pytest.raises(CamInputError, match="no such file"):
+        infer_cam(model, tmp_path / "missing", 64, setting, threshold=0.5)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
+        infer_cam(model, folder, 64, setting, threshold=0.5)
