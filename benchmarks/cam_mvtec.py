@@ -148,7 +148,8 @@ def split_counts(params: Params) -> dict[str, dict[str, int]]:
     from components.models.cam.evaluate import dataset_for
 
     counts: dict[str, dict[str, int]] = {}
-    for split in ("train", *SPLITS):
+    layout = params.datasets_dir / "segment" / "list"
+    for split in [s for s in ("train", *SPLITS) if (layout / f"{s}.txt").is_file()]:
         dataset = dataset_for(params, split)
         entry = {"images": len(dataset), "anomalous": int(sum(dataset.labels))}
         for kind in dataset.kinds:
