@@ -44,6 +44,18 @@ BACKEND_KEYS: dict[str, tuple[str, ...]] = {
 FamilyRef = ModelFamily | str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """What every quantized copy is judged against: the FP32 model's gate value and its operating threshold."""
+
+    value: float
+    threshold: float | None
+
+    def sidecar(self) -> dict[str, Any]:
+        """The fields a quantized model's sidecar records about how it was judged."""
+        return {"operating_threshold": self.threshold, "operating_threshold_from": "fp32"}
+
+
 class DeployStageError(RuntimeError):
     """A deploy stage that cannot run; the message names the missing file or bad value."""
 
@@ -116,15 +128,17 @@ def quantize_stage(
     _log.info("evaluating the FP32 model %s on val as the reference", checkpoint)
     from components.quantization.evaluate import evaluate_runner
 
-    fp32_value = evaluate_runner(family, module.model, params)[family.gate_metric]
+    threshold = family.operating_threshold(module.model, params)  # every copy is called at the FP32 one
+    fp32_value = evaluate_runner(family, module.model, params, threshold=threshold)[family.gate_metric]
     calibration = family.calibration_set(params, params.quantize.calibration_samples)
     metrics: dict[str, float] = {
         f"quantize/fp32/val_{family.gate_metric}": fp32_value,
         "quantize/calibration_samples": float(len(calibration)),
     }
+    reference = _Reference(fp32_value, threshold)
     for name in backends:
         _log.info("quantizing with %s", name)
-        metrics.update(_RUNNERS[name](params, family, module, calibration, fp32_value))
+        metrics.update(_RUNNERS[name](params, family, module, calibration, reference))
     # The git-tracked metrics file holds what the inputs reproduce; timings go to MLflow only.
     reproducible = {k: v for k, v in metrics.items() if not k.endswith("/seconds")}
     path = quantize_metrics_path(params, family)
@@ -155,7 +169,7 @@ def _onnx_runner(family: ModelFamily, path: Path, params: Params) -> Any:
 
 
 def _run_onnxruntime(
-    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+    params: Params, family: ModelFamily, module: Any, calibration: Any, reference: _Reference
 ) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.onnxruntime_ptq import VARIANTS, quantize_onnx
@@ -169,18 +183,18 @@ def _run_onnxruntime(
         variant = dataclasses.replace(recipe, float_scopes=family.quantization_float_scopes)
         path = deploy_path(params, family, variant.filename)
         info = quantize_onnx(fp32_path, path, calibration, variant, per_channel=params.quantize.per_channel)
-        info["calibration_samples"] = len(calibration)
-        val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params)
+        info.update(calibration_samples=len(calibration), **reference.sidecar())
+        val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params, threshold=reference.threshold)
         metrics.update(
             record_result(
-                variant.key, path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, family.gate_metric
+                variant.key, path, info, val_metrics, reference.value, params.quantize.iou_tolerance, family.gate_metric
             )
         )
     return metrics
 
 
 def _run_modelopt(
-    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+    params: Params, family: ModelFamily, module: Any, calibration: Any, reference: _Reference
 ) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.modelopt_ptq import FILENAMES, quantize_modelopt, runs_in_onnxruntime
@@ -197,29 +211,30 @@ def _run_modelopt(
         input_names=family.onnx_input_names,
         output_names=family.onnx_output_names(params),
     )
-    info["calibration_samples"] = len(calibration)
+    info.update(calibration_samples=len(calibration), **reference.sidecar())
     gate = family.gate_metric
     if not runs_in_onnxruntime(fmt):
         reason = f"{fmt} Q/DQ uses TensorRT-only ops (trt::TRT_FP8QuantizeLinear); onnxruntime CPU cannot run it"
         _log.warning("%s: %s; not evaluated", path, reason)
         return record_result(
-            "modelopt", path, info, None, fp32_value, params.quantize.iou_tolerance, gate, skipped=reason
+            "modelopt", path, info, None, reference.value, params.quantize.iou_tolerance, gate, skipped=reason
         )
-    val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params)
-    return record_result("modelopt", path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, gate)
+    val_metrics = evaluate_runner(family, _onnx_runner(family, path, params), params, threshold=reference.threshold)
+    return record_result("modelopt", path, info, val_metrics, reference.value, params.quantize.iou_tolerance, gate)
 
 
 def _run_torchao(
-    params: Params, family: ModelFamily, module: Any, calibration: Any, fp32_value: float
+    params: Params, family: ModelFamily, module: Any, calibration: Any, reference: _Reference
 ) -> dict[str, float]:
     from components.quantization.evaluate import evaluate_runner, record_result
     from components.quantization.torchao_ptq import FILENAME, quantize_torchao
 
     path = deploy_path(params, family, FILENAME)
     quantized, info = quantize_torchao(module.model, family.model_hparams(module), path, family=family.name)
-    val_metrics = evaluate_runner(family, quantized, params)
+    info.update(reference.sidecar())
+    val_metrics = evaluate_runner(family, quantized, params, threshold=reference.threshold)
     return record_result(
-        "torchao", path, info, val_metrics, fp32_value, params.quantize.iou_tolerance, family.gate_metric
+        "torchao", path, info, val_metrics, reference.value, params.quantize.iou_tolerance, family.gate_metric
     )
 
 

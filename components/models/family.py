@@ -16,8 +16,9 @@ A family answers four questions for the stages:
 - *how to train*: :meth:`ModelFamily.build_module`, :meth:`ModelFamily.build_datamodule`,
   :meth:`ModelFamily.trainer_settings`, :attr:`ModelFamily.monitor`;
 - *how to judge*: :meth:`ModelFamily.evaluate` (any callable with the model's signature: the torch
-  model, an onnxruntime session, a quantized model) and :attr:`ModelFamily.gate_metric`, the metric
-  that decides promotion in the registry and the quantization drop;
+  model, an onnxruntime session, a quantized model), :meth:`ModelFamily.operating_threshold` (the
+  decision threshold a model ships with) and :attr:`ModelFamily.gate_metric`, the metric that
+  decides promotion in the registry and the quantization drop;
 - *what to deploy*: :meth:`ModelFamily.export_module`, :meth:`ModelFamily.onnx_output_names`.
 """
 
@@ -137,8 +138,25 @@ class ModelFamily(Protocol):
         """The graph to export: takes the ONNX inputs (raw pixels), returns the ONNX outputs."""
         ...
 
-    def evaluate(self, model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
-        """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given."""
+    def operating_threshold(self, model: Any, params: Params) -> float | None:
+        """The decision threshold ``model`` ships with (chosen on the family's threshold split), or
+        ``None`` for a family without one (MAL scores masks, it calls nothing)."""
+        ...
+
+    def evaluate(
+        self,
+        model: Any,
+        params: Params,
+        split: str,
+        pictures_dir: Path | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, float]:
+        """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given.
+
+        ``threshold``: call images at this operating threshold instead of choosing one for ``model``
+        (a quantized model is judged at the threshold its FP32 model ships with). Ignored by families
+        without one, and on the split thresholds are chosen on (only threshold-free numbers there).
+        """
         ...
 
     def registered_model(self, params: Params) -> str: ...

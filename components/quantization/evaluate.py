@@ -2,8 +2,9 @@
 
 Every quantized model, whatever runs it (onnxruntime session, torchao module), goes through
 its family's :meth:`~components.models.family.ModelFamily.evaluate`, the function that measured
-the FP32 checkpoint, on the same val split and threshold. So the reported drop is the quantization's
-alone. A model losing more than ``quantize.iou_tolerance`` of the family's gate metric (ChangeNet: change-IoU; MAL: mIoU) is marked not promotable
+the FP32 checkpoint, on the same val split and at the FP32 model's operating threshold (the one a
+deployment reads from the sidecar; it is chosen once, on train, not again for every copy). So the
+reported drop is the quantization's alone. A model losing more than ``quantize.iou_tolerance`` of the family's gate metric (ChangeNet: change-IoU; MAL: mIoU) is marked not promotable
 in its sidecar (``<model>.json``, key ``promotable``) and in the metrics
 (``quantize/<backend>/within_tolerance`` = 0); the registry must not promote it.
 """
@@ -23,9 +24,15 @@ REPORTED = ("iou", "f1", "precision", "recall", "miou", "image_auroc", "pixel_ap
 """Val metrics copied into ``quantize.json`` per backend (the sidecar holds all of them)."""
 
 
-def evaluate_runner(family: ModelFamily, runner: Any, params: Params, split: str = "val") -> dict[str, float]:
-    """All ``split`` metrics of ``runner`` (the model, or any callable with its signature and ``eval()``)."""
-    return {key: float(value) for key, value in family.evaluate(runner, params, split).items()}
+def evaluate_runner(
+    family: ModelFamily, runner: Any, params: Params, split: str = "val", threshold: float | None = None
+) -> dict[str, float]:
+    """All ``split`` metrics of ``runner`` (the model, or any callable with its signature and ``eval()``).
+
+    ``threshold``: the operating threshold to call images at (the FP32 model's: the one that ships).
+    """
+    values = family.evaluate(runner, params, split, None, threshold)
+    return {key: float(value) for key, value in values.items()}
 
 
 def judge(quantized_iou: float, fp32_iou: float, tolerance: float) -> tuple[float, bool]:

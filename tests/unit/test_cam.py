@@ -401,6 +401,20 @@ def test_evaluate_split_reports_verdict_localisation_and_pictures(params: Params
     assert meta["box_threshold"] == 0.5 and 0.0 <= meta["threshold"] <= 1.0
 
 
+def test_evaluate_calls_images_at_a_given_threshold(params: Params) -> None:
+    """A quantized copy is judged at its FP32 model's threshold: the family must take it as given."""
+    family = get_family("cam")
+    model = _tiny_model()
+    own = family.operating_threshold(model, params)
+    assert family.evaluate(model, params, "val")["threshold"] == pytest.approx(own)
+    flag_nothing = family.evaluate(model, params, "val", threshold=1.0)  # a probability never exceeds 1
+    assert flag_nothing["threshold"] == 1.0
+    assert flag_nothing["confusion/tp"] == 0 and flag_nothing["confusion/fp"] == 0
+    flag_all = family.evaluate(model, params, "val", threshold=-1.0)
+    assert flag_all["confusion/tn"] == 0 and flag_all["confusion/fn"] == 0
+    assert "accuracy" not in family.evaluate(model, params, "train", threshold=0.5)  # chosen there: none
+
+
 def test_params_yaml_has_a_valid_cam_section() -> None:
     from components.config import load_params
     from tests.conftest import REPO_ROOT

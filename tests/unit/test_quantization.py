@@ -18,7 +18,8 @@ from torch import nn
 
 from components.config import Params
 from components.export import OnnxSegmentModel, create_session
-from components.export.stage import DeployStageError, deploy_dir, export_stage, quantize_stage
+from components.export.onnx_export import sidecar_path
+from components.export.stage import DeployStageError, deploy_dir, export_stage, fp32_onnx_path, quantize_stage
 from components.quantization.calibration import calibration_indices, segment_calibration
 from components.quantization.evaluate import judge, record_result
 from components.quantization.onnx_rewrite import (
@@ -210,6 +211,7 @@ def test_onnx_variants_are_int8_qdq_of_the_right_kind(project: Params) -> None:
 def test_each_backend_is_evaluated_against_fp32(project: Params) -> None:
     metrics = json.loads((project.metrics_dir / "segment_quantize.json").read_text())
     assert "quantize/fp32/val_iou" in metrics
+    shipped = json.loads(sidecar_path(fp32_onnx_path(project, "segment")).read_text())
     for key, name in QUANT_FILES.items():
         assert metrics[f"quantize/{key}/evaluated"] == 1.0
         assert f"quantize/{key}/val_iou" in metrics and f"quantize/{key}/iou_drop" in metrics
@@ -219,6 +221,9 @@ def test_each_backend_is_evaluated_against_fp32(project: Params) -> None:
         sidecar = json.loads((deploy_dir(project) / name).with_suffix(".json").read_text())
         assert sidecar["promotable"] is bool(within) and sidecar["val"]["iou"] == metrics[f"quantize/{key}/val_iou"]
         assert sidecar["iou_tolerance"] == project.quantize.iou_tolerance
+        # Judged at the image threshold the FP32 model ships with, not one re-chosen for the copy.
+        assert sidecar["operating_threshold"] == pytest.approx(shipped["image_threshold"])
+        assert sidecar["operating_threshold_from"] == "fp32"
 
 
 def test_torchao_model_keeps_int8_weights_after_reload(project: Params) -> None:
@@ -259,8 +264,10 @@ def test_forced_drop_flips_the_flag_and_blocks_promotion(tmp_path: Path, monkeyp
     real = evaluate_mod.evaluate_runner
     calls: list[int] = []
 
-    def fp32_looks_perfect(family: object, runner: object, p: Params, split: str = "val") -> dict[str, float]:
-        values = real(family, runner, p, split)  # type: ignore[arg-type]
+    def fp32_looks_perfect(
+        family: object, runner: object, p: Params, split: str = "val", threshold: float | None = None
+    ) -> dict[str, float]:
+        values = real(family, runner, p, split, threshold)  # type: ignore[arg-type]
         calls.append(1)
         return {**values, "iou": 1.0} if len(calls) == 1 else {**values, "iou": 0.5}
 

@@ -164,15 +164,28 @@ def overlay_picks(names: list[str], labels: np.ndarray, count: int) -> set[str]:
     return set(picks)
 
 
-def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
-    """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given."""
+def evaluate_split(
+    model: Any,
+    params: Params,
+    split: str,
+    pictures_dir: Path | None = None,
+    threshold: float | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given.
+
+    The verdict is at ``threshold`` when given (e.g. the FP32 model's, for its quantized copy), else
+    at the one chosen for ``model``; on the threshold split itself, only threshold-free numbers.
+    """
     setting = params.cam.eval
     dataset = dataset_for(params, split)
     labels = np.asarray(dataset.labels, dtype=bool)
     keep = overlay_picks(dataset.names, labels, setting.num_overlays) if pictures_dir is not None else set()
     seen = predict_split(model, dataset, setting, localise=True, keep=keep)
     reports_threshold_split = setting.threshold == "auto" and split == setting.threshold_split
-    threshold = float("nan") if reports_threshold_split else operating_threshold(model, params)
+    if reports_threshold_split:
+        threshold = float("nan")
+    elif threshold is None:
+        threshold = operating_threshold(model, params)
     metrics = verdict_metrics(seen.scores, seen.labels, threshold)
     if reports_threshold_split:
         metrics = {k: v for k, v in metrics.items() if k in THRESHOLD_FREE}

@@ -73,9 +73,7 @@ class CamFamily:
             "box_rule": "connected regions of heatmap >= box_threshold * max(heatmap); largest (or all) -> boxes",
         }
         if module is not None:
-            from components.models.cam.evaluate import operating_threshold
-
-            meta["threshold"] = operating_threshold(module.model, params)
+            meta["threshold"] = self.operating_threshold(module.model, params)
             meta["threshold_split"] = e.threshold_split
         return meta
 
@@ -154,10 +152,22 @@ class CamFamily:
     def export_module(self, module: L.LightningModule, params: Params) -> nn.Module:
         return _export_wrapper(module.model)
 
-    def evaluate(self, model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+    def operating_threshold(self, model: Any, params: Params) -> float | None:
+        from components.models.cam.evaluate import operating_threshold
+
+        return operating_threshold(model, params)
+
+    def evaluate(
+        self,
+        model: Any,
+        params: Params,
+        split: str,
+        pictures_dir: Path | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, float]:
         from components.models.cam.evaluate import evaluate_split
 
-        return evaluate_split(model, params, split, pictures_dir)
+        return evaluate_split(model, params, split, pictures_dir, threshold)
 
     def registered_model(self, params: Params) -> str:
         return params.cam.registered_model

@@ -89,12 +89,19 @@ def image_operating_threshold(model: Any, params: Params) -> float:
     return choose_threshold(scores, defective, setting.max_false_alarm_rate)
 
 
-def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+def evaluate_split(
+    model: Any,
+    params: Params,
+    split: str,
+    pictures_dir: Path | None = None,
+    image_threshold: float | None = None,
+) -> dict[str, float]:
     """Metrics of ``model`` on ``split`` (keys without the split prefix); with ``pictures_dir``,
     the PR curve (PNG and CSV) and, for val, overlays of a fixed sample of pairs.
 
     Other splits than the one the image threshold is chosen on also get the image verdict at
-    that threshold (``image_defect_recall``, ``image_false_alarm_rate``, ...).
+    that threshold (``image_defect_recall``, ``image_false_alarm_rate``, ...): ``image_threshold``
+    when given (e.g. the FP32 model's, for its quantized copy), else the one chosen for ``model``.
     """
     dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
     keep = (
@@ -103,8 +110,9 @@ def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | 
         else set()
     )
     metrics, pictures = evaluate_model(model, dataset, params.segment.eval, params.segment.model.num_classes, keep)
-    image_threshold = None
-    if split != params.segment.eval.image_threshold_split:
+    if split == params.segment.eval.image_threshold_split:
+        image_threshold = None  # chosen here: its verdict would flatter the model
+    elif image_threshold is None:
         image_threshold = image_operating_threshold(model, params)
     values = {key: float(value) for key, value in metrics.compute(image_threshold).items()}
     if pictures_dir is not None:

@@ -55,9 +55,7 @@ class ChangeNetSegmentFamily:
             "topk_fraction": setting.topk_fraction,
         }
         if module is not None:
-            from components.models.changenet.evaluate import image_operating_threshold
-
-            metadata["image_threshold"] = image_operating_threshold(module.model, params)
+            metadata["image_threshold"] = self.operating_threshold(module.model, params)
         return metadata
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
@@ -136,10 +134,23 @@ class ChangeNetSegmentFamily:
 
         return SegmentExportWrapper(module.model, params.export.side_outputs)
 
-    def evaluate(self, model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+    def operating_threshold(self, model: Any, params: Params) -> float | None:
+        """The image verdict's threshold on the image score (see ``image_operating_threshold``)."""
+        from components.models.changenet.evaluate import image_operating_threshold
+
+        return image_operating_threshold(model, params)
+
+    def evaluate(
+        self,
+        model: Any,
+        params: Params,
+        split: str,
+        pictures_dir: Path | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, float]:
         from components.models.changenet.evaluate import evaluate_split
 
-        return evaluate_split(model, params, split, pictures_dir)
+        return evaluate_split(model, params, split, pictures_dir, image_threshold=threshold)
 
     def registered_model(self, params: Params) -> str:
         return params.tracking.registered_model

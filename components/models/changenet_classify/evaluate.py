@@ -82,13 +82,26 @@ def operating_threshold(model: Any, params: Params) -> float:
     return choose_threshold(scores, labels, setting.max_false_alarm_rate)
 
 
-def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
-    """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given."""
+def evaluate_split(
+    model: Any,
+    params: Params,
+    split: str,
+    pictures_dir: Path | None = None,
+    threshold: float | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` (keys without the split prefix); pictures when a folder is given.
+
+    The verdict is at ``threshold`` when given (e.g. the FP32 model's, for its quantized copy), else
+    at the one chosen for ``model``; on the threshold split itself, only threshold-free numbers.
+    """
     setting = params.classify.eval
     dataset = dataset_for(params, split)
     scores, labels = score_split(model, dataset, setting.batch_size)
     reports_threshold_split = setting.threshold == "auto" and split == setting.threshold_split
-    threshold = float("nan") if reports_threshold_split else operating_threshold(model, params)
+    if reports_threshold_split:
+        threshold = float("nan")
+    elif threshold is None:
+        threshold = operating_threshold(model, params)
     metrics = classification_metrics(scores, labels, threshold)
     if reports_threshold_split:
         metrics = {k: v for k, v in metrics.items() if k in THRESHOLD_FREE}

@@ -146,7 +146,17 @@ class MaskAutoLabelerFamily:
     def export_module(self, module: L.LightningModule, params: Params) -> nn.Module:
         return module.student
 
-    def evaluate(self, model: Any, params: Params, split: str, pictures_dir: Path | None = None) -> dict[str, float]:
+    def operating_threshold(self, model: Any, params: Params) -> float | None:
+        return None  # MAL writes masks for given boxes; it calls no image good or bad
+
+    def evaluate(
+        self,
+        model: Any,
+        params: Params,
+        split: str,
+        pictures_dir: Path | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, float]:
         from components.models.mal.evaluate import evaluate_split
 
         return evaluate_split(model, params, split, pictures_dir)
