@@ -320,6 +320,10 @@ class CamModelParams(BackboneParams):
 
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    cam_levels: int = Field(1, ge=1, le=4)
+    """Feature levels the head pools and the CAM is read from, counted from the coarsest: ``1`` is the
+    classic CAM (stride 32 for the usual CNNs); ``2`` adds the stride-16 level, the coarser one resized
+    to it and concatenated (a hypercolumn), so the map has cells half as wide."""
 
 
 class CamAugmentParams(_Section):

