@@ -17,45 +17,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.config import Params, load_params  # noqa: E402
+from components.config import load_params  # noqa: E402
 from components.models.family import best_checkpoint, get_family  # noqa: E402
-
-
-def with_box_rule(document: dict[str, Any], threshold: float, mode: str, folder: Path) -> Params:
-    """``document`` with another box rule, validated like any params file."""
-    changed = yaml.safe_load(yaml.safe_dump(document))
-    changed["cam"]["eval"].update(box_threshold=threshold, box_mode=mode)
-    path = folder / f"params_{mode}_{threshold}.yaml"
-    path.write_text(yaml.safe_dump(changed))
-    return load_params(path)
 
 
 def sweep(params_path: Path, split: str, thresholds: list[float], modes: list[str]) -> list[dict[str, Any]]:
     """One row per (mode, threshold): box IoU and hits overall and per defect kind on ``split``."""
-    document = yaml.safe_load(params_path.read_text())
     params = load_params(params_path)
     family = get_family("cam")
     model = family.load_module(best_checkpoint(params, family)).model.eval()
     operating = family.operating_threshold(model, params)  # once: the boxes change, the verdict does not
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for mode in modes:
-            for threshold in thresholds:
-                values = family.evaluate(
-                    model, with_box_rule(document, threshold, mode, Path(scratch)), split, None, operating
-                )
-                kinds = {k.split("/")[0]: v for k, v in values.items() if k.endswith("/box_iou")}
-                rows.append({"mode": mode, "box_threshold": threshold, **values, "kinds": kinds})
-                print(f"{mode:8s} {threshold:.2f}  box IoU {values['box_iou']:.3f}", flush=True)
+    for mode in modes:
+        for threshold in thresholds:
+            rule = load_params(params_path, {"cam.eval.box_threshold": threshold, "cam.eval.box_mode": mode})
+            values = family.evaluate(model, rule, split, None, operating)
+            kinds = {k.split("/")[0]: v for k, v in values.items() if k.endswith("/box_iou")}
+            rows.append({"mode": mode, "box_threshold": threshold, **values, "kinds": kinds})
+            print(f"{mode:8s} {threshold:.2f}  box IoU {values['box_iou']:.3f}", flush=True)
     return rows
 
 

@@ -429,7 +429,7 @@ def infer_cam(
 ) -> None:
     """Good or anomaly, and where: one line per image with the score, the call and the CAM box(es)."""
     from components.inference.cam_infer import infer_cam as infer
-    from components.models.cam.evaluate import image_size, operating_threshold
+    from components.models.cam.evaluate import image_size
     from components.models.family import best_checkpoint, get_family
 
     with _friendly_errors():
@@ -437,7 +437,7 @@ def infer_cam(
         family = get_family("cam")
         model = family.load_module(checkpoint or best_checkpoint(p, family)).model
         if threshold is None:
-            threshold = operating_threshold(model, p)
+            threshold = family.operating_threshold(model, p)
         for result in infer(model, images, image_size(p), p.cam.eval, threshold, out):
             boxes = " ".join(f"[{x1},{y1},{x2},{y2}]" for x1, y1, x2, y2 in result.boxes)
             typer.echo(

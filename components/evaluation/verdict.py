@@ -18,10 +18,31 @@ score is **above** the threshold.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["average_precision", "choose_threshold", "classification_metrics", "rank_auroc", "roc_curve"]
+__all__ = [
+    "average_precision",
+    "choose_threshold",
+    "classification_metrics",
+    "rank_auroc",
+    "reported_threshold",
+    "roc_curve",
+]
+
+
+def reported_threshold(chosen_here: bool, given: float | None, choose: Callable[[], float]) -> float:
+    """The operating threshold a split's verdict is reported at, the same rule for every family.
+
+    ``nan`` on the split the threshold is chosen on (``chosen_here``): a verdict there would flatter
+    the model, so only threshold-free numbers are given. Elsewhere ``given`` when there is one (a
+    quantized copy is called at its FP32 model's threshold), else the one ``choose`` picks for the
+    model being judged (a pass over the threshold split, so it is only made when needed).
+    """
+    if chosen_here:
+        return math.nan
+    return choose() if given is None else float(given)
 
 
 def rank_auroc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -70,3 +70,17 @@ def test_threshold_respects_the_false_alarm_budget() -> None:
 def test_threshold_with_one_class_only() -> None:
     assert choose_threshold(np.array([0.2, 0.4]), np.array([0, 0]), 0.02) > 0.4
     assert choose_threshold(np.array([0.6, 0.7]), np.array([1, 1]), 0.02) < 0.6
+
+
+def test_reported_threshold_is_nan_where_chosen_the_given_one_else_chosen_only_then() -> None:
+    from components.evaluation.verdict import reported_threshold
+
+    calls: list[int] = []
+
+    def choose() -> float:
+        calls.append(1)
+        return 0.7
+
+    assert math.isnan(reported_threshold(True, 0.3, choose)) and not calls  # the threshold split: no verdict
+    assert reported_threshold(False, 0.3, choose) == 0.3 and not calls  # given (the FP32 model's): no pass
+    assert reported_threshold(False, None, choose) == 0.7 and calls == [1]

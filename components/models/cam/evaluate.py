@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import DataLoader
 
 from components.config import CamEvalParams, Params
+from components.evaluation.verdict import reported_threshold
 from components.evaluation.visualize import PREDICTION_COLOR, TRUTH_COLOR, mask_outline, plot_curve, to_uint8_rgb
 from components.fsutil import atomic_file
 from components.imageio import write_png
@@ -182,10 +183,7 @@ def evaluate_split(
     keep = overlay_picks(dataset.names, labels, setting.num_overlays) if pictures_dir is not None else set()
     seen = predict_split(model, dataset, setting, localise=True, keep=keep)
     reports_threshold_split = setting.threshold == "auto" and split == setting.threshold_split
-    if reports_threshold_split:
-        threshold = float("nan")
-    elif threshold is None:
-        threshold = operating_threshold(model, params)
+    threshold = reported_threshold(reports_threshold_split, threshold, lambda: operating_threshold(model, params))
     metrics = verdict_metrics(seen.scores, seen.labels, threshold)
     if reports_threshold_split:
         metrics = {k: v for k, v in metrics.items() if k in THRESHOLD_FREE}

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from components.config import Params, SegmentEvalParams
-from components.evaluation.verdict import choose_threshold
+from components.evaluation.verdict import choose_threshold, reported_threshold
 from components.evaluation.visualize import overlay
 from components.imageio import write_png
 from components.models.changenet.data import ChangeSegmentDataset
@@ -110,11 +110,9 @@ def evaluate_split(
         else set()
     )
     metrics, pictures = evaluate_model(model, dataset, params.segment.eval, params.segment.model.num_classes, keep)
-    if split == params.segment.eval.image_threshold_split:
-        image_threshold = None  # chosen here: its verdict would flatter the model
-    elif image_threshold is None:
-        image_threshold = image_operating_threshold(model, params)
-    values = {key: float(value) for key, value in metrics.compute(image_threshold).items()}
+    chosen_here = split == params.segment.eval.image_threshold_split
+    image_threshold = reported_threshold(chosen_here, image_threshold, lambda: image_operating_threshold(model, params))
+    values = {key: float(value) for key, value in metrics.compute(None if chosen_here else image_threshold).items()}
     if pictures_dir is not None:
         metrics.plot_pr_curve(pictures_dir / f"{split}_pr_curve.png")
         precision, recall, thresholds = metrics.pr_curve()

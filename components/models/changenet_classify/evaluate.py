@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import DataLoader
 
 from components.config import Params
+from components.evaluation.verdict import reported_threshold
 from components.evaluation.visualize import plot_curve, to_uint8_rgb
 from components.fsutil import atomic_file
 from components.imageio import write_png
@@ -98,10 +99,7 @@ def evaluate_split(
     dataset = dataset_for(params, split)
     scores, labels = score_split(model, dataset, setting.batch_size)
     reports_threshold_split = setting.threshold == "auto" and split == setting.threshold_split
-    if reports_threshold_split:
-        threshold = float("nan")
-    elif threshold is None:
-        threshold = operating_threshold(model, params)
+    threshold = reported_threshold(reports_threshold_split, threshold, lambda: operating_threshold(model, params))
     metrics = classification_metrics(scores, labels, threshold)
     if reports_threshold_split:
         metrics = {k: v for k, v in metrics.items() if k in THRESHOLD_FREE}
