@@ -25,7 +25,7 @@ measured) and its section in ``benchmarks/RESULTS.md``.
 
     python benchmarks/segment_gpu.py --minutes 8
     python benchmarks/segment_gpu.py --set segment.model.embed_dim=128 --set segment.train.precision=bf16-mixed
-    python benchmarks/segment_gpu.py --render-only benchmarks/results/segment_gpu.json  # the section, from a JSON
+    python benchmarks/segment_gpu.py --render-only benchmarks/results/gpu/*.json  # the section, from JSONs
     python benchmarks/segment_gpu.py --device cpu --minutes 3 --data /tmp/synthetic/transistor  # a CPU smoke run
 """
 
@@ -168,6 +168,7 @@ def train(params: Any, workdir: Path) -> dict[str, Any]:
     if not best.exists():  # no validation epoch finished inside the budget
         best = checkpoints / "last.ckpt"
     early = any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks)
+    curve = val_curve(Path(trainer.logger.log_dir) / "metrics.csv")  # type: ignore[union-attr]
     epochs = int(trainer.current_epoch)
     score = trainer.checkpoint_callback.best_model_score  # type: ignore[union-attr]
     del trainer, module, datamodule
@@ -183,7 +184,26 @@ def train(params: Any, workdir: Path) -> dict[str, Any]:
         f"best_{family.monitor.replace('/', '_')}": float(score) if score is not None else None,
         "precision": settings.precision,
         "checkpoint": str(best),
+        "val_curve": curve,
     }
+
+
+CURVE_KEYS = ("val/iou", "val/image_auroc", "val/loss")
+
+
+def val_curve(metrics_csv: Path) -> list[dict[str, float]]:
+    """Per-epoch validation values from the CSV logger: what shows a collapse, or its absence."""
+    import csv
+
+    if not metrics_csv.exists():
+        return []
+    by_epoch: dict[int, dict[str, float]] = {}
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            values = {key: float(row[key]) for key in CURVE_KEYS if row.get(key) not in (None, "")}
+            if values and row.get("epoch") not in (None, ""):
+                by_epoch.setdefault(int(float(row["epoch"])), {}).update(values)
+    return [{"epoch": epoch, **by_epoch[epoch]} for epoch in sorted(by_epoch)]
 
 
 def evaluate(params: Any, checkpoint: Path, device: str) -> dict[str, float]:
@@ -390,6 +410,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["seconds"]["evaluate"] = time.perf_counter() - phase
     save()
 
+    if not args.timing:
+        return results
     phase = time.perf_counter()
     bench = params.benchmark
     results["benchmark"] = {
@@ -416,49 +438,106 @@ def _cell(row: dict[str, Any], batch: int, key: str, spec: str) -> str:
     return "–"
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    """The RESULTS.md section: training and val metrics, then pairs/s per runtime variant and batch size."""
-    info, model, train = results["machine"], results.get("model", {}), results.get("train", {})
-    val = results.get("val", {})
+KINDS = ("bent_lead", "cut_lead", "damaged_case", "misplaced")
+
+
+def recipe_name(results: dict[str, Any]) -> str:
+    """What a run changed on ``params.yaml`` + the overlay: its ``--set`` overrides, budget keys left out."""
+    keys = ("segment.train.num_workers",)
+    overrides = {k: v for k, v in (results.get("overrides") or {}).items() if k not in keys}
+    if not overrides:
+        return "overlay as is"
+    return ", ".join(f"`{k.removeprefix('segment.')}={json.dumps(v, separators=(',', ':'))}`" for k, v in overrides.items())
+
+
+def _curve(train: dict[str, Any], every: int = 4) -> str:
+    """Val IoU per epoch, every ``every``-th epoch and the last: where collapses would show."""
+    curve = train.get("val_curve") or []
+    if not curve:
+        return ""
+    shown = [point for i, point in enumerate(curve) if i % every == 0 or i == len(curve) - 1]
+    return " ".join(f"{100 * point.get('val/iou', 0):.0f}" for point in shown)
+
+
+def _training_rows(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| recipe | decoder embed / full-res width | epochs (of) | stopped by | train s | train pairs/s "
+        "| val IoU | P / R | image AUROC (max / smooth_max) | IoU bent / cut / damaged / misplaced |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for results in runs:
+        model, train, val = results.get("model", {}), results.get("train", {}), results.get("val", {})
+        if "epochs" not in train:
+            continue
+        width = model.get("upsample_dim")
+        kinds = " / ".join(pct(val.get(f"iou/{kind}"), 1) for kind in KINDS)
+        lines.append(
+            f"| {recipe_name(results)} | {model.get('embed_dim')} / {model.get('embed_dim') if width is None else width} "
+            f"| {train['epochs']} ({train.get('max_epochs', '–')}) | {train.get('stopped_by', '–')} "
+            f"| {train.get('seconds', 0):.0f} | {train.get('samples_per_second', 0):.1f} | **{pct(val.get('iou'))}** "
+            f"| {pct(val.get('precision'), 1)} / {pct(val.get('recall'), 1)} "
+            f"| {pct(val.get('image_auroc/max', val.get('image_auroc')), 1)} / {pct(val.get('image_auroc/smooth_max'), 1)} "
+            f"| {kinds} |"
+        )
+    curves = [(recipe_name(r), _curve(r.get("train", {}))) for r in runs]
+    curves = [(name, curve) for name, curve in curves if curve]
+    if curves:
+        lines += ["", "Val IoU (weight average where there is one) every 4th epoch and the last:", ""]
+        lines += [f"- {name}: {curve}" for name, curve in curves]
+    return lines
+
+
+def _timing_rows(results: dict[str, Any]) -> list[str]:
     bench = results.get("benchmark", {"batch_sizes": [], "variants": []})
     sizes = bench["batch_sizes"]
+    rows = [row for row in bench["variants"] if row["status"] != "skipped"]
+    if not rows:  # nothing this run measured or found missing
+        return []
+    head = " | ".join(f"b{b} pairs/s | b{b} median ms" for b in sizes)
+    lines = [
+        "",
+        f"Inference of {recipe_name(results)}, "
+        f"{bench.get('image_size')}² pairs, inputs resident on the device, warm-up {bench['warmup_seconds']:g} s "
+        f"then ≥ {bench['duration_seconds']:g} s and ≥ {bench['min_iterations']} calls per batch size; compile and "
+        "first calls are outside the numbers (prepare s).",
+        "",
+        f"| runtime | {head} | prepare s | status |",
+        "|---|" + "---|" * (2 * len(sizes) + 2),
+    ]
+    for row in rows:
+        cells = " | ".join(
+            f"{_cell(row, b, 'pairs_per_second', '.1f')} | {_cell(row, b, 'latency_median_ms', '.2f')}" for b in sizes
+        )
+        prepared = [r["prepare_seconds"] for r in row.get("results", []) if r.get("prepare_seconds") is not None]
+        prepare = f"{sum(prepared):.1f}" if prepared else "–"
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['message'][:160]}"
+        status = status.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {row['variant']} | {cells} | {prepare} | {status} |")
+    return lines
+
+
+def render_markdown(runs: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """The RESULTS.md section from one run or several (recipes side by side, then a timing run).
+
+    A table row per trained recipe (val metrics, per-kind IoU, the val curve), then a timing table
+    per run that timed runtime variants.
+    """
+    runs = [runs] if isinstance(runs, dict) else list(runs)
+    info = runs[0]["machine"]
     lines = [
         MARK_BEGIN,
         "## ChangeNet-Segmentation on a GPU (`benchmarks/segment_gpu.py`)",
         "",
-        f"`{results['command']}` on {info['device_name']} ({info['cpu_count']} CPU cores), torch {info['torch']}"
+        f"On {info['device_name']} ({info['cpu_count']} CPU cores), torch {info['torch']}"
         + (f", CUDA {info['cuda']}" if info.get("cuda") else "")
-        + f"; {results['minutes_budget']:g} min in all; data `{results['data']}`, split {results.get('split')}; "
-        f"overrides {results.get('overrides') or 'none'}. Params: `params.yaml` + `infra/params/gpu-retrain.yaml`.",
+        + f"; data `{runs[0]['data']}`, split {runs[0].get('split')}. Params: `params.yaml` + "
+        f"`infra/params/gpu-retrain.yaml` + each recipe's overrides; {len(runs)} run(s), each one's command, "
+        "machine and every metric in its JSON.",
         "",
-        "| backbone | embed | precision | epochs | stopped by | train s | train pairs/s | val IoU | F1 | P | R | image AUROC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {model.get('backbone')} ({model.get('pretrained')}) | {model.get('embed_dim')} | {train.get('precision', '–')} "
-        f"| {train.get('epochs', '–')} | {train.get('stopped_by', '–')} | {train.get('seconds', 0):.0f} "
-        f"| {train.get('samples_per_second', 0):.1f} | **{pct(val.get('iou'))}** | {pct(val.get('f1'))} "
-        f"| {pct(val.get('precision'))} | {pct(val.get('recall'))} | {pct(val.get('image_auroc'))} |",
     ]
-    if bench["variants"]:
-        head = " | ".join(f"b{b} pairs/s | b{b} median ms" for b in sizes)
-        lines += [
-            "",
-            f"Inference, {bench.get('image_size')}² pairs, inputs resident on the device, warm-up {bench['warmup_seconds']:g} s "
-            f"then ≥ {bench['duration_seconds']:g} s and ≥ {bench['min_iterations']} calls per batch size; compile and "
-            "first calls are outside the numbers (prepare s).",
-            "",
-            f"| runtime | {head} | prepare s | status |",
-            "|---|" + "---|" * (2 * len(sizes) + 2),
-        ]
-        for row in bench["variants"]:
-            cells = " | ".join(
-                f"{_cell(row, b, 'pairs_per_second', '.1f')} | {_cell(row, b, 'latency_median_ms', '.2f')}"
-                for b in sizes
-            )
-            prepared = [r["prepare_seconds"] for r in row.get("results", []) if r.get("prepare_seconds") is not None]
-            prepare = f"{sum(prepared):.1f}" if prepared else "–"
-            status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['message'][:160]}"
-            status = status.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {row['variant']} | {cells} | {prepare} | {status} |")
+    lines += _training_rows(runs)
+    for results in runs:
+        lines += _timing_rows(results)
     lines.append(MARK_END)
     return "\n".join(lines)
 
@@ -487,13 +566,25 @@ def main() -> None:
     parser.add_argument("--bench-seconds", type=float, default=2.0, help="timed seconds per batch size")
     parser.add_argument("--min-iterations", type=int, default=10)
     parser.add_argument("--checkpoint", type=Path, help="time this checkpoint instead of training one")
+    parser.add_argument(
+        "--no-timing",
+        dest="timing",
+        action="store_false",
+        help="train and evaluate only (e.g. recipes trained side by side; time the chosen one with --checkpoint)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_JSON)
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help="where the section goes")
     parser.add_argument("--no-results-md", dest="write_md", action="store_false")
-    parser.add_argument("--render-only", type=Path, metavar="JSON", help="only write the section from a results JSON")
+    parser.add_argument(
+        "--render-only",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only write the section from results JSONs (several: recipes side by side, then the timing run)",
+    )
     args = parser.parse_args()
     if args.render_only:
-        results = json.loads(args.render_only.read_text())
+        results = [json.loads(path.read_text()) for path in args.render_only]
     else:
         from components.benchmarking.runtimes import RuntimeUnavailable
         from components.benchmarking.variants import VariantError

@@ -126,3 +126,55 @@ def test_the_gpu_script_refuses_cuda_without_a_gpu(raw_transistor: Path, tmp_pat
     assert "error: benchmarks/segment_gpu.py --device cuda needs an NVIDIA GPU" in done.stderr
     assert "Traceback" not in done.stderr
     assert not results.exists()
+
+
+def test_recipes_train_side_by_side_then_the_chosen_one_is_timed(raw_transistor: Path, tmp_path: Path) -> None:
+    """``segment_gpu_recipes.sh`` (its CPU smoke run): every recipe trains, one is chosen and timed, and
+    the JSONs render as one RESULTS.md section with a row per recipe."""
+    out = tmp_path / "out"
+    tiny = (
+        "--set data.image_size=64 --set segment.model.pretrained=none --set segment.model.embed_dim=16 "
+        "--set segment.train.epochs=1 --set segment.train.batch_size=4 --set segment.train.limit_train_batches=2 "
+        "--set segment.train.num_workers=0 --batch-sizes 2 --warmup-seconds 0 --bench-seconds 0.05 --min-iterations 2"
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "DATA": str(raw_transistor),
+        "DEVICE": "cpu",
+        "TRAIN_MINUTES": "3",
+        "TIME_MINUTES": "2",
+        "DEADLINE_MINUTES": "0",  # no time for the second timing: the script must skip it, not fail
+        "EXTRA": tiny,
+    }
+    script = REPO_ROOT / "benchmarks" / "segment_gpu_recipes.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + (out / "log.txt").read_text()[-3000:]
+
+    recipes = sorted(path.name for path in out.glob("recipe-*.json"))
+    assert recipes == ["recipe-light64_ema.json", "recipe-tao.json", "recipe-tao_ema.json"]
+    light = json.loads((out / "recipe-light64_ema.json").read_text())
+    assert light["model"]["upsample_dim"] == 64 and light["train_settings"]["ema"]["decay"] == 0.998
+    assert "benchmark" not in light  # trained side by side: never timed there
+    assert [point["epoch"] for point in light["train"]["val_curve"]] == [0]
+    timed = list(out.glob("timing-*.json"))
+    assert len(timed) == 1, "exactly one recipe is timed when no time is left for a second"
+    timing = json.loads(timed[0].read_text())
+    assert timing["train"]["skipped"] == "--checkpoint given"
+    assert any(row["status"] == "ok" for row in timing["benchmark"]["variants"])
+
+    rendered = subprocess.run(
+        [sys.executable, str(SCRIPT), "--no-results-md", "--render-only", *map(str, sorted(out.glob("*.json")))],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    section = rendered.stdout
+    assert section.count("| 16 / ") == 3  # a row per recipe (embed / full-resolution width)
+    assert "`model.upsample_dim=64`" in section  # a recipe is named by what it changed
+    assert "| pytorch cpu fp32 |" in section
