@@ -172,6 +172,11 @@ class TrainLoopParams(_Section):
     channels_last: bool = True
     """Train with NHWC weights: oneDNN's fast convolution path on CPU (1.2-1.6x per step measured on
     ChangeNet) and the tensor-core layout on GPUs; the checkpoint's values are the same either way."""
+    deterministic: bool | Literal["auto", "warn"] = "auto"
+    """Lightning's ``deterministic``. ``auto``: ``True`` on CPU (the same params and data give the
+    same metrics) and ``warn`` on a GPU (deterministic cuDNN algorithms, a warning for ops that
+    have none). ``false`` drops them and lets cuDNN pick the fastest algorithm per shape
+    (``benchmark``): GPU runs then differ a little from run to run."""
 
 
 class EmaParams(_Section):

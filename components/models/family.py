@@ -57,6 +57,8 @@ class TrainerSettings:
     """Logged values the one-line-per-epoch report shows."""
     channels_last: bool = False
     """Convert the module to NHWC before fitting (faster convolutions on CPU and tensor cores)."""
+    deterministic: bool | str = "auto"
+    """``auto`` (``True`` on CPU, ``warn`` on a GPU), ``warn``, ``True`` or ``False`` (cuDNN autotuning)."""
 
     @classmethod
     def from_train_params(cls, t: TrainLoopParams, report_keys: tuple[str, ...] = ()) -> TrainerSettings:
@@ -75,6 +77,7 @@ class TrainerSettings:
             resume_from=t.resume_from,
             report_keys=report_keys,
             channels_last=t.channels_last,
+            deterministic=t.deterministic,
         )
 
 

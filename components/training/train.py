@@ -150,6 +150,15 @@ class ChannelsLast(Callback):
         pl_module.to(memory_format=torch.channels_last)
 
 
+def trainer_determinism(setting: bool | str, on_cpu: bool) -> bool | str:
+    """Lightning's ``deterministic`` for a ``train.deterministic`` setting: ``auto`` is ``True`` on CPU,
+    where every op has a deterministic kernel and the same params and data must give the same metrics,
+    and ``warn`` on a GPU, where some ops (``nll_loss2d``, bilinear upsampling's backward) have none."""
+    if setting == "auto":
+        return True if on_cpu else "warn"
+    return setting
+
+
 def build_trainer(
     t: TrainerSettings, monitor: str, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter
 ) -> L.Trainer:
@@ -170,6 +179,7 @@ def build_trainer(
     if t.channels_last:
         callbacks.append(ChannelsLast())
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    deterministic = trainer_determinism(t.deterministic, on_cpu)
     return L.Trainer(
         max_epochs=t.epochs,
         max_time={"minutes": t.max_minutes} if t.max_minutes else None,
@@ -181,7 +191,8 @@ def build_trainer(
         logger=logger,
         callbacks=callbacks,
         log_every_n_steps=1,
-        deterministic=True if on_cpu else "warn",
+        deterministic=deterministic,
+        benchmark=deterministic is False and not on_cpu,  # cuDNN autotuning, only where determinism is off
         limit_train_batches=t.limit_train_batches,
         gradient_clip_val=t.grad_clip_norm,
         default_root_dir=str(checkpoint_dir),

@@ -97,3 +97,30 @@ def test_upsample_dim_is_validated() -> None:
     assert SegmentModelParams(upsample_dim=0).upsample_dim == 0
     with pytest.raises(ValueError):
         SegmentModelParams(upsample_dim=-1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "on_cpu", "expected"),
+    [("auto", True, True), ("auto", False, "warn"), (False, False, False), ("warn", True, "warn"), (True, False, True)],
+)
+def test_determinism_is_strict_on_cpu_and_a_choice_on_gpu(setting: object, on_cpu: bool, expected: object) -> None:
+    from components.training.train import trainer_determinism
+
+    assert trainer_determinism(setting, on_cpu) == expected  # type: ignore[arg-type]
+
+
+def test_determinism_setting_reaches_the_trainer_and_is_validated(tmp_path: Path) -> None:
+    from components.models.family import TrainerSettings
+    from components.training.train import ThroughputMeter, build_trainer
+
+    settings = TrainerSettings.from_train_params(SegmentTrainParams(deterministic=False, accelerator="cpu"))
+    assert settings.deterministic is False
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        build_trainer(settings, "val/iou", tmp_path, False, ThroughputMeter())
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark is False  # autotuning only where a GPU trains
+    finally:
+        torch.use_deterministic_algorithms(before)
+    with pytest.raises(ValueError, match="deterministic"):
+        SegmentTrainParams(deterministic="sometimes")
