@@ -447,7 +447,9 @@ def recipe_name(results: dict[str, Any]) -> str:
     overrides = {k: v for k, v in (results.get("overrides") or {}).items() if k not in keys}
     if not overrides:
         return "overlay as is"
-    return ", ".join(f"`{k.removeprefix('segment.')}={json.dumps(v, separators=(',', ':'))}`" for k, v in overrides.items())
+    return ", ".join(
+        f"`{k.removeprefix('segment.')}={json.dumps(v, separators=(',', ':'))}`" for k, v in overrides.items()
+    )
 
 
 def _curve(train: dict[str, Any], every: int = 4) -> str:

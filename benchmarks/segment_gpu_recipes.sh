@@ -14,7 +14,8 @@
 # Environment: OUT (where the JSONs and the log go), DATA (MVTec AD transistor), DEVICE (cuda|cpu),
 # TRAIN_MINUTES (each recipe's whole budget), TIME_MINUTES (the timing run's), DEADLINE_MINUTES
 # (the whole script's: the second timing only runs inside it), PYTHON (python3), EXTRA (arguments for every run,
-# e.g. --set overrides for a smoke test). Render the RESULTS.md section afterwards with
+# e.g. --set overrides for a smoke test), WORK (the runs' workdirs; a new temporary folder by default).
+# Render the RESULTS.md section afterwards with
 #   python benchmarks/segment_gpu.py --render-only $OUT/*.json
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ TIME_MINUTES=${TIME_MINUTES:-3.0}
 DEADLINE_MINUTES=${DEADLINE_MINUTES:-9.4}
 PYTHON=${PYTHON:-python3}
 EXTRA=${EXTRA:-}
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/segment-gpu-recipes.XXXXXX")}  # each run's workdir, checkpoints, log
+mkdir -p "$WORK"
 mkdir -p "$OUT"
 EMA='segment.train.ema={decay: 0.998, warmup: true}'
 
@@ -46,13 +49,13 @@ for recipe in "${RECIPES[@]}"; do
   sets=${recipe#*|}
   # a few intra-op threads each: three processes with a thread per core would fight over the cores
   eval "OMP_NUM_THREADS=4 $PYTHON benchmarks/segment_gpu.py $(common) --minutes $TRAIN_MINUTES --reserve-minutes 0.7 --no-timing \
-    --workdir /tmp/segment-gpu-$name --results $OUT/recipe-$name.json $sets" >"/tmp/segment-gpu-$name.log" 2>&1 &
+    --workdir $WORK/$name --results $OUT/recipe-$name.json $sets" >"$WORK/$name.log" 2>&1 &
 done
 wait
 for recipe in "${RECIPES[@]}"; do
   name=${recipe%%|*}
   echo "===== recipe $name" >>"$OUT/log.txt"
-  cat "/tmp/segment-gpu-$name.log" >>"$OUT/log.txt"
+  cat "$WORK/$name.log" >>"$OUT/log.txt"
 done
 
 # The recipe to time: the cheapest (fewest decoder FLOPs, listed last) at or above 86.15, else the best.
@@ -79,7 +82,7 @@ time_recipe() {  # name, minutes, extra arguments
   local name=$1 minutes=$2
   shift 2
   eval "$PYTHON benchmarks/segment_gpu.py $(common) --minutes $minutes --reserve-minutes 0 \
-    --workdir /tmp/segment-gpu-time-$name --checkpoint /tmp/segment-gpu-$name/checkpoints/best.ckpt \
+    --workdir $WORK/time-$name --checkpoint $WORK/$name/checkpoints/best.ckpt \
     --results $OUT/timing-$name.json $(recipe_sets "$name") $*" >>"$OUT/log.txt" 2>&1
 }
 recipe_sets() {  # the overrides a recipe was trained with (the model must be rebuilt the same)

@@ -143,6 +143,7 @@ def test_recipes_train_side_by_side_then_the_chosen_one_is_timed(raw_transistor:
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHON": sys.executable,
         "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
         "DATA": str(raw_transistor),
         "DEVICE": "cpu",
         "TRAIN_MINUTES": "3",
