@@ -83,16 +83,6 @@ def default_data() -> Path:
 # ---------------------------------------------------------------------------- params
 
 
-def _render_params_module() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_params", REPO / "infra" / "scripts" / "render_params.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
@@ -103,8 +93,9 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def raw_params(workdir: Path, device: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """``params.yaml`` + the GPU-retrain overlay + this run's folders, device and timing, then ``--set``."""
-    render = _render_params_module()
-    raw = render.merge(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(OVERLAY.read_text()))
+    from components.config import merge_overlay
+
+    raw = merge_overlay(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(OVERLAY.read_text()))
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / "artifacts")}
     raw["tracking"] = {**raw.get("tracking", {}), "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}"}  # never used
     if device == "cpu":  # the overlay's 16-mixed is GPU-only in Lightning

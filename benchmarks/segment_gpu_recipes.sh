@@ -5,8 +5,8 @@
 # the recipes train at the same time, each with its own process and workdir, in about the wall
 # time of one. Afterwards the chosen checkpoint is timed alone (nothing else on the GPU) by
 # benchmarks/segment_gpu.py --checkpoint: the cheapest recipe that reaches TAO's val IoU 86.15,
-# or the most accurate one when none does. If time is left, the TAO-width decoder is timed too
-# (the headline variant only).
+# or the most accurate one when none does. If time is left, the most accurate of the costlier
+# recipes (here the TAO-width decoder) is timed too (the headline variant only).
 #
 #   OUT=/tmp/gpu bash benchmarks/segment_gpu_recipes.sh                        # on the GPU box
 #   DEVICE=cpu TRAIN_MINUTES=2 TIME_MINUTES=1.5 EXTRA="--set ..." bash benchmarks/segment_gpu_recipes.sh
@@ -33,7 +33,7 @@ mkdir -p "$WORK"
 mkdir -p "$OUT"
 EMA='segment.train.ema={decay: 0.998, warmup: true}'
 
-# name | overrides on params.yaml + infra/params/gpu-retrain.yaml
+# name | overrides on params.yaml + infra/params/gpu-retrain.yaml; the costliest decoder first
 RECIPES=(
   "tao|"
   "tao_ema|--set '$EMA'"
@@ -58,21 +58,25 @@ for recipe in "${RECIPES[@]}"; do
   cat "$WORK/$name.log" >>"$OUT/log.txt"
 done
 
-# The recipe to time: the cheapest (fewest decoder FLOPs, listed last) at or above 86.15, else the best.
-read -r chosen other <<<"$($PYTHON - "$OUT" <<'EOF'
+# The recipe to time: the cheapest at or above 86.15 (RECIPES lists the most decoder FLOPs first),
+# else the most accurate; the other one timed is the most accurate of the costlier recipes.
+names=()
+for recipe in "${RECIPES[@]}"; do names+=("${recipe%%|*}"); done
+read -r chosen other <<<"$($PYTHON - "$OUT" "${names[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1])
+out, names = Path(sys.argv[1]), sys.argv[2:]
 runs = {}
-for path in sorted(out.glob("recipe-*.json")):
-    data = json.loads(path.read_text())
+for name in names:  # this run's recipes only, whatever else OUT holds
+    path = out / f"recipe-{name}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
     if data.get("val", {}).get("iou") is not None:
-        runs[path.stem.removeprefix("recipe-")] = data["val"]["iou"]
-order = ["light64_ema", "tao_ema", "tao"]  # cheapest first
-passing = [name for name in order if runs.get(name, 0) >= 0.8615]
+        runs[name] = data["val"]["iou"]
+cheapest_first = [name for name in reversed(names) if name in runs]
+passing = [name for name in cheapest_first if runs[name] >= 0.8615]
 chosen = passing[0] if passing else max(runs, key=runs.get, default="none")
-other = next((name for name in ("tao_ema", "tao") if name != chosen and name in runs), "none")
-print(chosen, other)
+costlier = cheapest_first[cheapest_first.index(chosen) + 1 :] if chosen in runs else []
+print(chosen, max(costlier, key=runs.get, default="none"))
 EOF
 )"
 echo "===== chosen $chosen, other $other" | tee -a "$OUT/log.txt"

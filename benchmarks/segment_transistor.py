@@ -6,6 +6,7 @@ weights), evaluates on val, measures training throughput, and records everything
 ``benchmarks/results/segment_transistor.json`` and ``benchmarks/RESULTS.md``.
 
     python benchmarks/segment_transistor.py --minutes 15
+    python benchmarks/segment_transistor.py --minutes 35 --variants package --overlay infra/params/cpu-transistor.yaml
     python benchmarks/segment_transistor.py --data /path/to/mvtec/transistor --variants pretrained
 
 The data path defaults to ``../shared/data/mvtec_ad_256/transistor`` (never committed: CC BY-NC-SA).
@@ -34,10 +35,20 @@ MARK_END = "<!-- segment_transistor:end -->"
 
 
 def write_params(
-    workdir: Path, minutes: float, pretrained: str, backbone: str, extra: dict[str, Any], name: str | None = None
+    workdir: Path,
+    minutes: float,
+    pretrained: str,
+    backbone: str,
+    extra: dict[str, Any],
+    name: str | None = None,
+    overlay: Path | None = None,
 ) -> Path:
-    """Repository params with this benchmark's data, budget and tracking store, as ``params-<name>.yaml``."""
+    """Repository params (+ ``overlay``) with this benchmark's data, budget and tracking store, as ``params-<name>.yaml``."""
+    from components.config import merge_overlay
+
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if overlay is not None:
+        raw = merge_overlay(raw, yaml.safe_load(overlay.read_text()) or {})
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / f"artifacts-{pretrained}")}
     raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"], "image_size": 256})
     raw["tracking"].update({"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "benchmark-transistor"})
@@ -111,13 +122,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "overrides": overrides,
+        "overlay": str(args.overlay) if args.overlay else None,
         "variants": {},
     }
     started = time.perf_counter()
     ingest(Path(args.data), "transistor", workdir / "data" / "mvtec")
     results["ingest_seconds"] = time.perf_counter() - started
     for variant in args.variants:
-        params_path = write_params(workdir, args.minutes, variant, args.backbone, overrides)
+        params_path = write_params(workdir, args.minutes, variant, args.backbone, overrides, overlay=args.overlay)
         params = load_params(params_path)
         started = time.perf_counter()
         counts = steps.prepare(params)
@@ -159,7 +171,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         MARK_BEGIN,
         "## ChangeNet-Segmentation on MVTec AD transistor (val, 91 images)",
         "",
-        f"`python benchmarks/segment_transistor.py --minutes {results['minutes_budget']:g}` on {results['machine']}, "
+        f"`python benchmarks/segment_transistor.py --minutes {results['minutes_budget']:g}"
+        + (f" --overlay {results['overlay']}" if results.get("overlay") else "")
+        + f"` on {results['machine']}, "
         f"torch {results['torch']}; split {results.get('split')}; CPU training budget {results['minutes_budget']:g} min per variant.",
         "",
         "| model | P | R | F1 | IoU | OA | mIoU | image AUROC | epochs | train pairs/s |",
@@ -252,6 +266,9 @@ def main() -> None:
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--variants", nargs="+", default=["package", "none"], help="pretrained sources to compare")
     parser.add_argument("--set", nargs="*", default=[], help="extra params overrides, key=value")
+    parser.add_argument(
+        "--overlay", type=Path, help="params overlay applied to params.yaml first (infra/params/*.yaml)"
+    )
     parser.add_argument("--no-throughput", dest="throughput", action="store_false")
     parser.add_argument("--throughput-embed-dim", type=int, default=256, help="decoder width for the throughput rows")
     args = parser.parse_args()

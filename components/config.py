@@ -133,10 +133,22 @@ class SegmentModelParams(BackboneParams):
     upsample_dim: int | None = Field(None, ge=0)
     """Width of the decoder's two full-resolution stages; ``None`` keeps ``embed_dim`` (TAO); ``0``
     classifies at stride 4 and resizes the logits bilinearly."""
+    fine_dim: int = Field(0, ge=0)
+    """Width of a stride-2 skip into the light head (``upsample_dim: 0``): the backbone's stride-2
+    features of both images are compared and the classifier runs at stride 2; 0 = none."""
     num_classes: int = Field(2, ge=2)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     loss_weights: tuple[float, float, float, float, float] = (0.5, 0.5, 0.5, 0.8, 1.0)
+
+    @model_validator(mode="after")
+    def _fine_skip_needs_light_head(self) -> SegmentModelParams:
+        if self.fine_dim and self.upsample_dim != 0:
+            raise ValueError(
+                f"fine_dim {self.fine_dim} (the stride-2 skip) replaces the light head's classifier: "
+                f"it needs upsample_dim: 0, got {self.upsample_dim}"
+            )
+        return self
 
 
 class TrainLoopParams(_Section):
@@ -594,6 +606,21 @@ def _format_errors(error: ValidationError, source: str) -> str:
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  - {key}: {item['msg']}{got_text}")
     return "\n".join(lines)
+
+
+def merge_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``overlay`` applied: nested mappings merge, other values replace.
+
+    How a params overlay (``infra/params/*.yaml``: only the keys that differ) meets ``params.yaml``,
+    for the deployments' pull step and the benchmarks alike.
+    """
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:

@@ -24,15 +24,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``overlay`` applied: nested mappings merge, other values replace."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+from components.config import merge_overlay as merge  # noqa: E402  (after the checkout joins sys.path)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

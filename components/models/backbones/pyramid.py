@@ -2,7 +2,8 @@
 
 The ChangeNet decoder fuses four levels, so whatever the backbone, it takes the last four
 feature levels timm reports (for five-level CNNs such as EfficientNet that drops the stride-2
-level and keeps strides 4, 8, 16, 32). Channel counts and strides come from the model's own
+level and keeps strides 4, 8, 16, 32). A decoder that wants the stride-2 level as well (a
+U-Net-style skip for thin structures) asks for it with ``fine_level=True``. Channel counts and strides come from the model's own
 ``feature_info``, never from constants, so swapping the backbone is a one-word config change.
 The FAN hybrids written in :mod:`.fan` register themselves with timm and are built the same way.
 """
@@ -45,18 +46,23 @@ class FeaturePyramid(nn.Module):
         name: the timm model name.
         channels: channels of each returned map (from ``feature_info``).
         reductions: stride of each returned map relative to the input (from ``feature_info``).
+        fine_channels: channels of the extra finer map returned first (``fine_level=True``), else ``None``.
         load_report: what the pretrained load did (``None`` for random init).
     """
 
-    def __init__(self, net: nn.Module, name: str) -> None:
+    def __init__(self, net: nn.Module, name: str, fine_level: bool = False) -> None:
         super().__init__()
         self.net = net
         self.name = name
         info = net.feature_info  # type: ignore[union-attr]
-        self.channels: list[int] = [int(c) for c in info.channels()]
-        self.reductions: list[int] = [int(r) for r in info.reduction()]
-        if len(self.channels) != NUM_LEVELS:
-            raise ValueError(f"{name}: expected {NUM_LEVELS} feature levels, timm gave {len(self.channels)}")
+        channels = [int(c) for c in info.channels()]
+        reductions = [int(r) for r in info.reduction()]
+        expected = NUM_LEVELS + int(fine_level)
+        if len(channels) != expected:
+            raise ValueError(f"{name}: expected {expected} feature levels, timm gave {len(channels)}")
+        self.fine_channels: int | None = channels[0] if fine_level else None
+        self.channels: list[int] = channels[-NUM_LEVELS:]
+        self.reductions: list[int] = reductions[-NUM_LEVELS:]
         self.load_report: LoadReport | None = None
 
     @property
@@ -65,6 +71,7 @@ class FeaturePyramid(nn.Module):
         return self.net.model if isinstance(self.net, FeatureGetterNet) else self.net
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps, finest first: four pyramid levels, preceded by the finer one with ``fine_level``."""
         return list(self.net(x))
 
     def freeze_levels(self, levels: int) -> int:
@@ -79,7 +86,8 @@ class FeaturePyramid(nn.Module):
             return 0
         if levels > NUM_LEVELS:
             raise ValueError(f"freeze_levels: the pyramid has {NUM_LEVELS} levels, got {levels}")
-        module_name = self.net.feature_info.module_name()[levels - 1]  # type: ignore[union-attr]
+        offset = int(self.fine_channels is not None)  # the extra finer level comes before level 1
+        module_name = self.net.feature_info.module_name()[levels - 1 + offset]  # type: ignore[union-attr]
         named = list(self.net.named_parameters())
         last = max((i for i, (name, _) in enumerate(named) if name.startswith(f"{module_name}.")), default=None)
         if last is None:
@@ -89,16 +97,25 @@ class FeaturePyramid(nn.Module):
         return last + 1
 
 
-def _create(name: str, pretrained: bool = False) -> nn.Module:
+def _create(name: str, pretrained: bool = False, fine_level: bool = False) -> nn.Module:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:12]
         raise ValueError(f"unknown backbone {name!r}; timm models with a similar name: {close}")
+    levels = NUM_LEVELS + int(fine_level)
     try:
-        return timm.create_model(
-            name, pretrained=pretrained, features_only=True, out_indices=tuple(range(-NUM_LEVELS, 0))
-        )
+        net = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=tuple(range(-levels, 0)))
     except (AssertionError, IndexError) as error:
-        raise ValueError(f"{name}: cannot provide {NUM_LEVELS} feature levels ({error})") from error
+        wanted = f"{levels} feature levels" + (
+            " (a finer one for the stride-2 skip, segment.model.fine_dim)" if fine_level else ""
+        )
+        raise ValueError(f"{name}: cannot provide {wanted} ({error})") from error
+    reductions = [int(r) for r in net.feature_info.reduction()]
+    if fine_level and reductions[0] * 2 != reductions[1]:
+        raise ValueError(
+            f"{name}: its finest feature level is at stride {reductions[1]}, with nothing finer to skip from "
+            f"(strides {reductions}); use a CNN such as tf_efficientnet_lite0 or set segment.model.fine_dim: 0"
+        )
+    return net
 
 
 def _classifier_names(name: str) -> tuple[str, ...]:
@@ -108,7 +125,7 @@ def _classifier_names(name: str) -> tuple[str, ...]:
     return names + _HEAD_MODULES + ("head", "fc", "classifier")
 
 
-def _build_from_hub(name: str) -> nn.Module:
+def _build_from_hub(name: str, fine_level: bool = False) -> nn.Module:
     cfg = get_pretrained_cfg(name)
     if cfg is None or not cfg.has_weights:
         hint = " or package" if name in PACKAGE_WEIGHTS else ""
@@ -117,7 +134,9 @@ def _build_from_hub(name: str) -> nn.Module:
             "with a local checkpoint, or none."
         )
     try:
-        return _create(name, pretrained=True)
+        return _create(name, pretrained=True, fine_level=fine_level)
+    except ValueError:
+        raise
     except Exception as error:  # network, hub, cache or checkpoint errors all mean the same to the user
         offline = (
             f"pretrained: package (available for {', '.join(sorted(PACKAGE_WEIGHTS))})"
@@ -135,6 +154,7 @@ def build_backbone(
     pretrained: PretrainedSource = "none",
     path: Path | str | None = None,
     strict: bool = True,
+    fine_level: bool = False,
 ) -> FeaturePyramid:
     """Build a four-level feature pyramid from timm model ``name`` with the requested weights.
 
@@ -147,15 +167,17 @@ def build_backbone(
             (timm download; needs internet).
         path: checkpoint for ``pretrained="path"``.
         strict: for ``path``, fail on any missing/unexpected key instead of loading what matches.
+        fine_level: also return the level at half the finest pyramid level's stride (stride 2 on
+            CNNs), first in the list; the weights are the same, only what the forward returns grows.
 
     Raises:
         PretrainedWeightsError: weights cannot be loaded; the message says why and what to use instead.
     """
     if pretrained == "hub":
-        pyramid = FeaturePyramid(_build_from_hub(name), name)
+        pyramid = FeaturePyramid(_build_from_hub(name, fine_level), name, fine_level)
         _log.info("%s: ImageNet weights from the hub", name)
         return pyramid
-    pyramid = FeaturePyramid(_create(name), name)
+    pyramid = FeaturePyramid(_create(name, fine_level=fine_level), name, fine_level)
     if pretrained == "none":
         return pyramid
     target = pyramid.weights_module

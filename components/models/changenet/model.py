@@ -43,6 +43,7 @@ class ChangeNetSegment(nn.Module):
         backbone: timm model name or a FAN hybrid (see :func:`build_backbone`).
         embed_dim: decoder width.
         upsample_dim: width of the decoder's full-resolution stages (``None``: ``embed_dim``, TAO).
+        fine_dim: width of the light head's stride-2 skip (0: none; needs ``upsample_dim=0``).
         num_classes: output classes (2: unchanged / changed).
         mean, std: per-channel normalisation applied inside the model to [0, 1] inputs.
         pretrained: ``none`` | ``package`` | ``path`` | ``hub`` (see :func:`build_backbone`).
@@ -56,6 +57,7 @@ class ChangeNetSegment(nn.Module):
         embed_dim: int = 256,
         num_classes: int = 2,
         upsample_dim: int | None = None,
+        fine_dim: int = 0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         pretrained: PretrainedSource = "none",
@@ -65,9 +67,16 @@ class ChangeNetSegment(nn.Module):
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each with std > 0, got {mean}, {std}")
-        self.backbone: FeaturePyramid = build_backbone(backbone, pretrained, pretrained_backbone_path, strict_load)
+        self.backbone: FeaturePyramid = build_backbone(
+            backbone, pretrained, pretrained_backbone_path, strict_load, fine_level=fine_dim > 0
+        )
         self.decoder = ChangeDecoder(
-            self.backbone.channels, embed_dim=embed_dim, num_classes=num_classes, upsample_dim=upsample_dim
+            self.backbone.channels,
+            embed_dim=embed_dim,
+            num_classes=num_classes,
+            upsample_dim=upsample_dim,
+            fine_channels=self.backbone.fine_channels,
+            fine_dim=fine_dim,
         )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -81,6 +90,7 @@ class ChangeNetSegment(nn.Module):
             embed_dim=params.embed_dim,
             num_classes=params.num_classes,
             upsample_dim=params.upsample_dim,
+            fine_dim=params.fine_dim,
             mean=params.mean,
             std=params.std,
             pretrained=params.pretrained,
@@ -96,9 +106,13 @@ class ChangeNetSegment(nn.Module):
         batch = test.shape[0]
         pair = (torch.cat([test, golden], dim=0) - self.mean) / self.std
         feats = self.backbone(pair)
+        fine = None
+        if self.backbone.fine_channels is not None:  # the stride-2 level comes first
+            fine = (feats[0][:batch], feats[0][batch:])
+            feats = feats[1:]
         feats_test = [f[:batch] for f in feats]
         feats_golden = [f[batch:] for f in feats]
-        return self.decoder(feats_test, feats_golden, out_size=test.shape[-2:])
+        return self.decoder(feats_test, feats_golden, out_size=test.shape[-2:], fine=fine)
 
     @torch.no_grad()
     def predict(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
