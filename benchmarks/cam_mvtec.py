@@ -48,7 +48,7 @@ import yaml
 from segment_transistor import pct as percent
 from segment_transistor import update_results_md  # run as a script from benchmarks/
 
-from components.config import Params, load_params
+from components.config import Params, load_params, set_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -74,14 +74,6 @@ def markers(category: str) -> tuple[str, str]:
 def slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
     return "-".join(part for part in keep.split("-") if part) or "run"
-
-
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
 
 
 def backbone_normalisation(backbone: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import yaml
 from segment_transistor import pct as percent
 from segment_transistor import update_results_md  # run as a script from benchmarks/
 
-from components.config import Params, load_params
+from components.config import Params, load_params, set_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON = REPO / "benchmarks" / "results" / "classify_transistor.json"
@@ -67,11 +67,7 @@ def write_params(workdir: Path, name: str, overrides: dict[str, Any], real: bool
         raw["data"].update({"source": "mvtec", "lighting_conditions": ["UniformLight"], "image_size": 256})
     raw["tracking"].update({"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "benchmark-classify"})
     for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     path = workdir / f"params-{slug}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -83,17 +83,9 @@ def default_data() -> Path:
 # ---------------------------------------------------------------------------- params
 
 
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
 def raw_params(workdir: Path, device: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """``params.yaml`` + the GPU-retrain overlay + this run's folders, device and timing, then ``--set``."""
-    from components.config import merge_overlay
+    from components.config import merge_overlay, set_dotted
 
     raw = merge_overlay(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(OVERLAY.read_text()))
     raw["paths"] = {"data_dir": str(workdir / "data"), "artifacts_dir": str(workdir / "artifacts")}
@@ -108,7 +100,7 @@ def raw_params(workdir: Path, device: str, overrides: dict[str, Any], args: argp
         }
     )
     for dotted, value in overrides.items():
-        _set(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     return raw
 
 

@@ -44,7 +44,7 @@ def write_params(
     overlay: Path | None = None,
 ) -> Path:
     """Repository params (+ ``overlay``) with this benchmark's data, budget and tracking store, as ``params-<name>.yaml``."""
-    from components.config import merge_overlay
+    from components.config import merge_overlay, set_dotted
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     if overlay is not None:
@@ -56,11 +56,7 @@ def write_params(
     train.update({"max_minutes": minutes})
     raw["segment"]["model"].update({"pretrained": pretrained, "backbone": backbone})
     for dotted, value in extra.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     path = workdir / f"params-{name or pretrained}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -643,11 +643,12 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: dict[str, Any
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     return parse_params(raw, str(path))
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a raw params mapping (``-S key=value``, the benchmarks' ``--set``), making missing sections."""
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
