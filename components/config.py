@@ -210,6 +210,14 @@ class SegmentTrainParams(TrainLoopParams):
     """Keep the backbone layers of the finest N pyramid levels fixed (0: train all)."""
     change_class_weight: float = Field(1.5, gt=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
+    dice_reduction: Literal["batch", "image"] = "batch"
+    """``batch``: one soft dice pooled over the batch, so large defects outweigh thin ones by their
+    pixel count; ``image``: the mean of each defective image's own dice, so a thin lead counts as much
+    as a misplaced part (defect-free images are judged by the cross-entropy only)."""
+    defect_share: float | None = Field(None, gt=0.0, lt=1.0)
+    """Share of each training epoch drawn from the defective pairs (``null``: every pair once, in a
+    seeded shuffle). The epoch keeps its length; defective and good pairs are each cycled through
+    their own seeded permutations, so every pair is still seen."""
     labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
     augment: AugmentParams = AugmentParams()
 

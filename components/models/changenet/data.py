@@ -44,7 +44,7 @@ BLUR_SIGMA = (0.1, 1.5)
 CROP_ASPECT = (3 / 4, 4 / 3)
 
 # Stream tags keep the shuffle order and the per-sample augmentation independent.
-_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+_SHUFFLE_STREAM, _AUGMENT_STREAM, _DEFECT_STREAM, _GOOD_STREAM = 0, 1, 2, 3
 
 # Uniform draws per sample, in a fixed order, so one decision never shifts another.
 _GEOMETRIC_DRAWS = 9
@@ -190,6 +190,17 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
             return self.mask_dir / f"{name}.png"
         return self.layout.segment_image(kind, name)
 
+    def has_change(self) -> list[bool]:
+        """Per sample, whether its mask marks any change (reads the masks only)."""
+        flags = []
+        for name in self.names:
+            path = self._path(SEGMENT_KINDS[2], name)
+            try:
+                flags.append(bool(read_mask(path).any()))
+            except ImageReadError as error:
+                raise SegmentDataError(str(error)) from None
+        return flags
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ``(test HxWx3 uint8, golden HxWx3 uint8, mask HxW bool)`` of sample ``index``."""
         name = self.names[index]
@@ -246,6 +257,50 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         return iter([(self.epoch, int(i)) for i in order])
 
 
+def _cycled(indices: list[int], count: int, seed: int, epoch: int, stream: int) -> list[int]:
+    """``count`` items of ``indices``: seeded permutations laid end to end, so each repeats evenly."""
+    drawn: list[int] = []
+    round_ = 0
+    while len(drawn) < count:
+        order = torch.randperm(len(indices), generator=_generator(seed, stream, epoch, round_))
+        drawn.extend(indices[int(i)] for i in order)
+        round_ += 1
+    return drawn[:count]
+
+
+class DefectShareSampler(EpochSeededSampler):
+    """Like :class:`EpochSeededSampler`, with ``share`` of every epoch drawn from the defective pairs.
+
+    Defective pairs are about one in eight of MVTec transistor's train split, and the thin ones (bent
+    and cut leads, case damage) are a few hundred pixels each: raising their share gives the decoder
+    more steps on exactly what it misses. The epoch keeps its length (the same steps per epoch, so
+    LR schedules and time budgets mean the same); defective and good pairs are each drawn by cycling
+    through their own seeded permutations, and the mixed list is shuffled, all fixed by
+    ``(seed, epoch)``.
+    """
+
+    def __init__(self, is_defect: list[bool], share: float, seed: int) -> None:
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"segment.train.defect_share must lie in (0, 1), got {share}")
+        super().__init__(len(is_defect), seed, shuffle=True)
+        self.defect = [i for i, d in enumerate(is_defect) if d]
+        self.good = [i for i, d in enumerate(is_defect) if not d]
+        if not self.defect or not self.good:
+            raise SegmentDataError(
+                f"segment.train.defect_share needs defective and defect-free train pairs; the train split has "
+                f"{len(self.defect)} defective and {len(self.good)} good ones (set defect_share: null)"
+            )
+        self.share = float(share)
+        self.num_defect = min(max(1, round(share * self.num_items)), self.num_items - 1)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        picks = _cycled(self.defect, self.num_defect, self.seed, self.epoch, _DEFECT_STREAM) + _cycled(
+            self.good, self.num_items - self.num_defect, self.seed, self.epoch, _GOOD_STREAM
+        )
+        order = torch.randperm(len(picks), generator=_generator(self.seed, _SHUFFLE_STREAM, self.epoch))
+        return iter([(self.epoch, picks[int(i)]) for i in order])
+
+
 # ------------------------------------------------------------------------------ data module
 
 
@@ -279,10 +334,14 @@ class SegmentDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int | None = None,
         train_mask_dir: Path | str | None = None,
+        defect_share: float | None = None,
     ) -> None:
         """``train_mask_dir``: train on these masks instead of the prepared ones (val and test always
-        use the prepared true masks, so models trained either way are judged alike)."""
+        use the prepared true masks, so models trained either way are judged alike).
+        ``defect_share``: draw this share of each epoch from the defective pairs
+        (:class:`DefectShareSampler`); ``None`` shuffles every pair once."""
         super().__init__()
+        self.defect_share = defect_share
         self.root = Path(root)
         self.train_mask_dir = train_mask_dir
         self.batch_size = batch_size
@@ -315,7 +374,11 @@ class SegmentDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
-        sampler = EpochSeededSampler(len(self.train_set), self.seed, shuffle=True)
+        sampler: EpochSeededSampler
+        if self.defect_share is None:
+            sampler = EpochSeededSampler(len(self.train_set), self.seed, shuffle=True)
+        else:
+            sampler = DefectShareSampler(self.train_set.has_change(), self.defect_share, self.seed)
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -337,6 +400,7 @@ class SegmentDataModule(L.LightningDataModule):
 
 __all__ = [
     "ChangeSegmentDataset",
+    "DefectShareSampler",
     "EpochSeededSampler",
     "SegmentDataError",
     "SegmentDataModule",

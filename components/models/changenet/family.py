@@ -104,6 +104,7 @@ class ChangeNetSegmentFamily:
             seed=params.seed,
             eval_batch_size=params.segment.eval.batch_size,
             train_mask_dir=train_mask_dir,
+            defect_share=t.defect_share,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

@@ -26,7 +26,25 @@ from components.models.changenet.model import OUTPUT_NAMES
 if TYPE_CHECKING:
     from components.config import SegmentModelParams, SegmentTrainParams
 
-__all__ = ["DeepSupervisionLoss", "soft_dice_loss"]
+__all__ = ["DeepSupervisionLoss", "per_image_dice_loss", "soft_dice_loss"]
+
+
+def per_image_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean over the images that contain change of each image's own ``1 - soft dice``.
+
+    Pooled dice weighs a defect by its pixel count, so a bent lead of a few hundred pixels hardly
+    moves it next to a misplaced part of thousands; per image, every defect counts the same (the
+    small-object remedy of nnU-Net's per-sample dice). A defect-free image has no dice of its own
+    (0/0), so it is left to the cross-entropy; a batch with no change at all falls back to the pooled
+    dice, which then penalises every false-positive pixel.
+    """
+    target = target.to(change_prob.dtype)
+    has_change = target.flatten(1).sum(dim=1) > 0
+    if not bool(has_change.any()):
+        return soft_dice_loss(change_prob, target, smooth)
+    prob, mask = change_prob[has_change].flatten(1), target[has_change].flatten(1)
+    dice = (2.0 * (prob * mask).sum(dim=1) + smooth) / (prob.sum(dim=1) + mask.sum(dim=1) + smooth)
+    return 1.0 - dice.mean()
 
 
 def soft_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -38,6 +56,10 @@ def soft_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth: floa
     target = target.to(change_prob.dtype)
     intersection = (change_prob * target).sum()
     return 1.0 - (2.0 * intersection + smooth) / (change_prob.sum() + target.sum() + smooth)
+
+
+DICE_REDUCTIONS = {"batch": soft_dice_loss, "image": per_image_dice_loss}
+"""``segment.train.dice_reduction`` -> the dice term it selects."""
 
 
 class DeepSupervisionLoss(nn.Module):
@@ -52,6 +74,8 @@ class DeepSupervisionLoss(nn.Module):
         change_class_weight: cross-entropy weight of the change class(es), background is 1.
         dice_weight: weight of the dice term relative to cross-entropy.
         smooth: dice smoothing.
+        dice_reduction: ``batch`` pools the dice over the batch (:func:`soft_dice_loss`); ``image``
+            averages each defective image's dice (:func:`per_image_dice_loss`).
     """
 
     def __init__(
@@ -60,8 +84,13 @@ class DeepSupervisionLoss(nn.Module):
         change_class_weight: float = 5.0,
         dice_weight: float = 1.0,
         smooth: float = 1.0,
+        dice_reduction: str = "batch",
     ) -> None:
         super().__init__()
+        if dice_reduction not in DICE_REDUCTIONS:
+            raise ValueError(f"dice_reduction must be one of {sorted(DICE_REDUCTIONS)}, got {dice_reduction!r}")
+        self.dice_reduction = dice_reduction
+        self._dice = DICE_REDUCTIONS[dice_reduction]
         if len(weights) != len(OUTPUT_NAMES) or min(weights) < 0:
             raise ValueError(f"weights needs {len(OUTPUT_NAMES)} non-negative values, got {list(weights)}")
         self.weights = tuple(float(w) for w in weights)
@@ -72,7 +101,9 @@ class DeepSupervisionLoss(nn.Module):
     @classmethod
     def from_params(cls, model: SegmentModelParams, train: SegmentTrainParams) -> DeepSupervisionLoss:
         """``weights`` from ``segment.model.loss_weights``, the rest from ``segment.train``."""
-        return cls(model.loss_weights, train.change_class_weight, train.dice_weight)
+        return cls(
+            model.loss_weights, train.change_class_weight, train.dice_weight, dice_reduction=train.dice_reduction
+        )
 
     def forward(
         self, outputs: Sequence[torch.Tensor], target: torch.Tensor
@@ -103,7 +134,7 @@ class DeepSupervisionLoss(nn.Module):
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             ce = F.cross_entropy(logits, target, weight=class_weights)
             change_prob = 1.0 - logits.softmax(dim=1)[:, 0]
-            dice = soft_dice_loss(change_prob, changed, self.smooth)
+            dice = self._dice(change_prob, changed, self.smooth)
             total = total + weight * (ce + self.dice_weight * dice)
             terms[f"{name}/ce"] = ce.detach()
             terms[f"{name}/dice"] = dice.detach()

@@ -45,11 +45,7 @@ class ChangeSegmentModule(L.LightningModule):
         self.model = ChangeNetSegment.from_params(model_params)
         self.model.backbone.freeze_levels(self.train_params.freeze_backbone_levels)
         self.ema = build_ema(self.model, self.train_params.ema)
-        self.criterion = DeepSupervisionLoss(
-            weights=tuple(model_params.loss_weights),
-            change_class_weight=self.train_params.change_class_weight,
-            dice_weight=self.train_params.dice_weight,
-        )
+        self.criterion = DeepSupervisionLoss.from_params(model_params, self.train_params)
         eval_params = SegmentEvalParams.model_validate({**(eval or {}), "threshold": threshold})
         self.val_metrics = SegmentationMetrics.from_params(model_params.num_classes, eval_params)
 
