@@ -217,7 +217,8 @@ class SegmentTrainParams(TrainLoopParams):
     defect_share: float | None = Field(None, gt=0.0, lt=1.0)
     """Share of each training epoch drawn from the defective pairs (``null``: every pair once, in a
     seeded shuffle). The epoch keeps its length; defective and good pairs are each cycled through
-    their own seeded permutations, so every pair is still seen."""
+    their own seeded permutations, so the oversampled kind repeats evenly and the other is a fresh
+    seeded subset every epoch."""
     labels: Literal["masks", "mal"] = "masks"  # train masks: the painted ones, or MAL's from the boxes
     augment: AugmentParams = AugmentParams()
 

@@ -65,7 +65,7 @@ def test_defect_share_outside_the_open_interval_is_rejected(share: float) -> Non
         SegmentTrainParams(defect_share=share)
 
 
-def test_sampler_draws_the_share_and_still_visits_every_pair() -> None:
+def test_sampler_draws_the_share_with_each_defect_repeated_evenly() -> None:
     is_defect = [i % 8 == 0 for i in range(80)]  # 10 defective, 70 good
     sampler = DefectShareSampler(is_defect, share=0.25, seed=7)
     sampler.set_epoch(2)

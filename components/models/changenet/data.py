@@ -275,8 +275,8 @@ class DefectShareSampler(EpochSeededSampler):
     and cut leads, case damage) are a few hundred pixels each: raising their share gives the decoder
     more steps on exactly what it misses. The epoch keeps its length (the same steps per epoch, so
     LR schedules and time budgets mean the same); defective and good pairs are each drawn by cycling
-    through their own seeded permutations, and the mixed list is shuffled, all fixed by
-    ``(seed, epoch)``.
+    through their own seeded permutations (so the oversampled kind repeats evenly and the other is a
+    fresh subset each epoch), and the mixed list is shuffled, all fixed by ``(seed, epoch)``.
     """
 
     def __init__(self, is_defect: list[bool], share: float, seed: int) -> None:
@@ -290,7 +290,6 @@ class DefectShareSampler(EpochSeededSampler):
                 f"segment.train.defect_share needs defective and defect-free train pairs; the train split has "
                 f"{len(self.defect)} defective and {len(self.good)} good ones (set defect_share: null)"
             )
-        self.share = float(share)
         self.num_defect = min(max(1, round(share * self.num_items)), self.num_items - 1)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -42,9 +42,13 @@ def per_image_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth:
     has_change = target.flatten(1).sum(dim=1) > 0
     if not bool(has_change.any()):
         return soft_dice_loss(change_prob, target, smooth)
-    prob, mask = change_prob[has_change].flatten(1), target[has_change].flatten(1)
-    dice = (2.0 * (prob * mask).sum(dim=1) + smooth) / (prob.sum(dim=1) + mask.sum(dim=1) + smooth)
-    return 1.0 - dice.mean()
+    return 1.0 - _soft_dice(change_prob[has_change].flatten(1), target[has_change].flatten(1), smooth, dim=1).mean()
+
+
+def _soft_dice(prob: torch.Tensor, target: torch.Tensor, smooth: float, dim: int | None = None) -> torch.Tensor:
+    """Smoothed soft dice of ``prob`` against ``target``: summed over ``dim`` (``None``: everything)."""
+    intersection = (prob * target).sum(dim=dim)
+    return (2.0 * intersection + smooth) / (prob.sum(dim=dim) + target.sum(dim=dim) + smooth)
 
 
 def soft_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -53,9 +57,7 @@ def soft_dice_loss(change_prob: torch.Tensor, target: torch.Tensor, smooth: floa
     Pooling over the batch keeps the loss defined and well-behaved for batches of defect-free
     images, where a per-image dice would be 0/0.
     """
-    target = target.to(change_prob.dtype)
-    intersection = (change_prob * target).sum()
-    return 1.0 - (2.0 * intersection + smooth) / (change_prob.sum() + target.sum() + smooth)
+    return 1.0 - _soft_dice(change_prob, target.to(change_prob.dtype), smooth)
 
 
 DICE_REDUCTIONS = {"batch": soft_dice_loss, "image": per_image_dice_loss}
