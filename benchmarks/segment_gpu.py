@@ -137,7 +137,7 @@ def train(params: Any, workdir: Path) -> dict[str, Any]:
     from components.training.train import ThroughputMeter, build_trainer
 
     family = get_family(FAMILY)
-    L.seed_everything(params.seed, workers=True)
+    L.seed_everything(params.training_seed, workers=True)
     settings = family.trainer_settings(params)
     datamodule = family.build_datamodule(params)
     module = family.build_module(params)

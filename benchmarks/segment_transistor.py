@@ -87,18 +87,28 @@ def measure_throughput(backbone: str, embed_dim: int = 256, batch: int = 8, size
     return batch * steps / (time.perf_counter() - started)
 
 
-def val_curve(params: Any) -> list[float]:
-    """Val change-IoU after each epoch, read back from the training's MLflow run (empty if not found)."""
+# Per-epoch series kept beside the IoU curve, so a dip can be read: lost recall, false alarms, or a loss spike.
+HISTORY_KEYS = ("val/iou", "val/precision", "val/recall", "val/image_auroc", "val/loss", "train/loss_epoch")
+
+
+def epoch_history(params: Any, keys: tuple[str, ...] = HISTORY_KEYS) -> dict[str, list[float]]:
+    """Each metric in ``keys`` per epoch, read back from the training's MLflow run (empty if not found)."""
     try:
         from mlflow.tracking import MlflowClient
 
         from components.training.runs import training_run
 
         run_id = training_run(params, "segment")["run_id"]
-        history = MlflowClient(params.tracking.tracking_uri).get_metric_history(run_id, "val/iou")
-        return [m.value for m in sorted(history, key=lambda m: m.step)]
+        client = MlflowClient(params.tracking.tracking_uri)
+        history = {key: client.get_metric_history(run_id, key) for key in keys}
+        return {key: [m.value for m in sorted(points, key=lambda m: m.step)] for key, points in history.items() if points}
     except Exception:  # a missing curve must not lose the benchmark's numbers
-        return []
+        return {}
+
+
+def val_curve(params: Any) -> list[float]:
+    """Val change-IoU after each epoch (empty if the run's history is not found)."""
+    return epoch_history(params, ("val/iou",)).get("val/iou", [])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "train": trained,
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
             "val_curve": val_curve(params),
+            "history": epoch_history(params),
         }
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")

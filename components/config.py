@@ -558,6 +558,12 @@ class TrackingParams(_Section):
 
 class Params(_Section):
     seed: int = Field(42, ge=0)
+    train_seed: int | None = Field(None, ge=0)
+    """Seed of training alone (weight init, batch order, augmentation); ``None``: ``seed``.
+
+    ``seed`` also fixes the data (the synthetic renders, the train/val split), so changing it
+    changes what is measured. This one re-runs a recipe on the same split, so a difference of a
+    point or two between recipes can be read against the spread of seeds."""
     paths: PathsParams = PathsParams()
     data: DataParams = DataParams()
     synthetic: SyntheticParams = SyntheticParams()
@@ -586,6 +592,11 @@ class Params(_Section):
         if self.cam.eval.threshold_split == "test" and self.data.test_fraction <= 0:
             raise ValueError("cam.eval.threshold_split: test needs data.test_fraction > 0")
         return self
+
+    @property
+    def training_seed(self) -> int:
+        """The seed every family's training uses: ``train_seed``, else ``seed``."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     @property
     def raw_category_dir(self) -> Path:

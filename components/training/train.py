@@ -215,7 +215,7 @@ def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
     """Fit ``family``'s model on its train data, keep the checkpoint with the best ``family.monitor``."""
     family = _family(family)
     _quiet_lightning()
-    L.seed_everything(params.seed, workers=True)
+    L.seed_everything(params.training_seed, workers=True)
     settings = family.trainer_settings(params)
     datamodule = family.build_datamodule(params)
     module = family.build_module(params)

@@ -30,6 +30,25 @@ def params(prepared_project: Path) -> Params:
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY_MODULES))
+def test_every_family_trains_with_the_training_seed(params: Params, name: str) -> None:
+    family = get_family(name)
+    assert family.build_datamodule(params).seed == params.seed  # train_seed: null
+    varied = params.model_copy(update={"train_seed": params.seed + 1})
+    assert family.build_datamodule(varied).seed == params.seed + 1
+
+
+def test_a_training_seed_reorders_training_but_keeps_the_split(params: Params) -> None:
+    family = get_family("segment")
+    modules = [family.build_datamodule(params.model_copy(update={"train_seed": s})) for s in (1, 2)]
+    for module in modules:
+        module.setup("fit")
+    orders = [list(module.train_dataloader().sampler) for module in modules]
+    assert orders[0] != orders[1]
+    names = [[module.val_dataloader().dataset[i]["name"] for i in range(3)] for module in modules]
+    assert names[0] == names[1]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MODULES))
 def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: Params, name: str) -> None:
     from components.evaluation.stage import evaluate_stage
 

@@ -73,3 +73,12 @@ def test_overrides_use_dotted_keys(tmp_path: Path) -> None:
 def test_classify_settings_that_do_not_fit_are_refused(raw: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         parse_params(raw)
+
+
+def test_training_seed_defaults_to_the_data_seed_and_can_vary_alone() -> None:
+    default = parse_params({"seed": 7})
+    assert default.train_seed is None and default.training_seed == 7
+    varied = parse_params({"seed": 7, "train_seed": 3})
+    assert varied.training_seed == 3 and varied.seed == 7  # the split's seed is untouched
+    with pytest.raises(ParamsError, match="- train_seed"):
+        parse_params({"train_seed": -1}, "params.yaml")

@@ -116,7 +116,7 @@ class CamFamily:
             eval_batch_size=params.cam.eval.batch_size,
             num_workers=t.num_workers,
             augment=t.augment,
-            seed=params.seed,
+            seed=params.training_seed,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

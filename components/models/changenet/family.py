@@ -101,7 +101,7 @@ class ChangeNetSegmentFamily:
             batch_size=t.batch_size,
             num_workers=t.num_workers,
             augment=t.augment,
-            seed=params.seed,
+            seed=params.training_seed,
             eval_batch_size=params.segment.eval.batch_size,
             train_mask_dir=train_mask_dir,
             defect_share=t.defect_share,

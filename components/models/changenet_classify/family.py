@@ -116,7 +116,7 @@ class ChangeNetClassifyFamily:
             augment=t.augment,
             sampler=t.sampler,
             fpratio_sampling=t.fpratio_sampling,
-            seed=params.seed,
+            seed=params.training_seed,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

@@ -95,7 +95,7 @@ class MaskAutoLabelerFamily:
             crop_size=params.mal.model.crop_size,
             train=params.mal.train,
             eval=params.mal.eval,
-            seed=params.seed,
+            seed=params.training_seed,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:
