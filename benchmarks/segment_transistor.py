@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/inspectops-bench-transistor")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--variants", nargs="+", default=["package", "none"], help="pretrained sources to compare")
-    parser.add_argument("--set", nargs="*", default=[], help="extra params overrides, key=value")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], help="extra params overrides, key=value")
     parser.add_argument(
         "--overlay", type=Path, help="params overlay applied to params.yaml first (infra/params/*.yaml)"
     )
