@@ -796,12 +796,13 @@ def test_gpu_retrain_params_render_and_match_the_gpu_count() -> None:
 
 
 def test_cpu_transistor_overlay_renders_the_measured_cpu_recipe() -> None:
-    """The real-data CPU recipe: the light head with its stride-2 skip, every level trained, on TAO's 256 px."""
+    """The real-data CPU recipe: params.yaml's, trained 36 epochs on TAO's 256 px."""
     merged = _render_params_module().render(REPO_ROOT / "params.yaml", INFRA / "params" / "cpu-transistor.yaml")
     params = parse_params(merged)
     model, train = params.segment.model, params.segment.train
-    assert (model.upsample_dim, model.fine_dim) == (0, 16)  # the skip rides on params.yaml's light head
+    assert (model.upsample_dim, model.fine_dim) == (0, 16)  # params.yaml's light head with its stride-2 skip
     assert (train.epochs, train.freeze_backbone_levels, train.accelerator) == (36, 0, "auto")
+    assert (train.grad_clip_norm, train.defect_share) == (1.0, 0.2)
     assert (params.data.source, params.data.image_size) == ("mvtec", 256)
     # everything else is params.yaml's: the overlay holds only what differs
     assert train.ema == load_params(REPO_ROOT / "params.yaml").segment.train.ema
