@@ -101,14 +101,11 @@ def epoch_history(params: Any, keys: tuple[str, ...] = HISTORY_KEYS) -> dict[str
         run_id = training_run(params, "segment")["run_id"]
         client = MlflowClient(params.tracking.tracking_uri)
         history = {key: client.get_metric_history(run_id, key) for key in keys}
-        return {key: [m.value for m in sorted(points, key=lambda m: m.step)] for key, points in history.items() if points}
+        return {
+            key: [m.value for m in sorted(points, key=lambda m: m.step)] for key, points in history.items() if points
+        }
     except Exception:  # a missing curve must not lose the benchmark's numbers
         return {}
-
-
-def val_curve(params: Any) -> list[float]:
-    """Val change-IoU after each epoch (empty if the run's history is not found)."""
-    return epoch_history(params, ("val/iou",)).get("val/iou", [])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,11 +144,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trained = train_model(params, "segment")
         evaluated = evaluate_stage(params, "segment")
         results["image_score"] = params.segment.eval.image_score
+        history = epoch_history(params)  # one read of the run's metric history
         results["variants"][variant] = {
             "train": trained,
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
-            "val_curve": val_curve(params),
-            "history": epoch_history(params),
+            "val_curve": history.get("val/iou", []),
+            "history": history,
         }
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
