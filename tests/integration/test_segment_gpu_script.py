@@ -156,9 +156,12 @@ def test_recipes_train_side_by_side_then_the_chosen_one_is_timed(raw_transistor:
     assert done.returncode == 0, done.stdout[-3000:] + (out / "log.txt").read_text()[-3000:]
 
     recipes = sorted(path.name for path in out.glob("recipe-*.json"))
-    assert recipes == ["recipe-light64_ema.json", "recipe-tao.json", "recipe-tao_ema.json"]
+    assert recipes == ["recipe-fine16_clip.json", "recipe-light64_ema.json", "recipe-light64_ema_clip.json"]
     light = json.loads((out / "recipe-light64_ema.json").read_text())
     assert light["model"]["upsample_dim"] == 64 and light["train_settings"]["ema"]["decay"] == 0.998
+    fine = json.loads((out / "recipe-fine16_clip.json").read_text())
+    assert (fine["model"]["upsample_dim"], fine["model"]["fine_dim"]) == (0, 16)
+    assert fine["train_settings"]["grad_clip_norm"] == 1.0
     assert "benchmark" not in light  # trained side by side: never timed there
     assert [point["epoch"] for point in light["train"]["val_curve"]] == [0]
     timed = list(out.glob("timing-*.json"))
