@@ -57,10 +57,18 @@ OVERLAY = REPO / "infra" / "params" / "gpu-retrain.yaml"
 MARK_BEGIN = "<!-- segment_gpu:begin -->"
 MARK_END = "<!-- segment_gpu:end -->"
 FAMILY = "segment"
-RECORDED_TRAIN_SETTINGS = frozenset(
-    {"batch_size", "precision", "lr", "epochs", "num_workers", "early_stopping_patience", "ema", "grad_clip_norm"}
-    | {"defect_share", "freeze_backbone_levels"}
-)
+RECORDED_TRAIN_SETTINGS = {
+    "batch_size",
+    "precision",
+    "lr",
+    "epochs",
+    "num_workers",
+    "early_stopping_patience",
+    "ema",
+    "grad_clip_norm",
+    "defect_share",
+    "freeze_backbone_levels",
+}
 """``segment.train`` keys each result JSON keeps, so recipes that differ in them can be told apart."""
 
 CUDA_VARIANTS: tuple[str, ...] = (
@@ -343,7 +351,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     raw = raw_params(workdir, args.device, overrides, args)
     params = parse(raw)
-    chosen_settings = params.segment.train.model_dump(mode="json")
     results: dict[str, Any] = {
         "command": "python benchmarks/segment_gpu.py " + " ".join(sys.argv[1:]),
         "minutes_budget": args.minutes,
@@ -351,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "overrides": overrides,
         "model": params.segment.model.model_dump(mode="json"),
-        "train_settings": {k: v for k, v in chosen_settings.items() if k in RECORDED_TRAIN_SETTINGS}
+        "train_settings": params.segment.train.model_dump(mode="json", include=RECORDED_TRAIN_SETTINGS)
         | {"train_seed": params.training_seed},
         "seconds": {},
     }

@@ -108,6 +108,11 @@ def epoch_history(params: Any, keys: tuple[str, ...] = HISTORY_KEYS) -> dict[str
         return {}
 
 
+def iou_curve(variant: dict[str, Any]) -> list[float]:
+    """A variant's val change-IoU per epoch: its history's ``val/iou`` (JSONs before the history kept ``val_curve``)."""
+    return variant.get("history", {}).get("val/iou") or variant.get("val_curve", [])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from components.data.ingest import ingest
     from components.evaluation.stage import evaluate_stage
@@ -144,12 +149,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trained = train_model(params, "segment")
         evaluated = evaluate_stage(params, "segment")
         results["image_score"] = params.segment.eval.image_score
-        history = epoch_history(params)  # one read of the run's metric history
         results["variants"][variant] = {
             "train": trained,
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
-            "val_curve": history.get("val/iou", []),
-            "history": history,
+            "history": epoch_history(params),  # the IoU curve is its val/iou
         }
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
@@ -232,9 +235,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 + f" | {results.get('image_score', '')} | {pct(v.get('image_defect_recall'))} | "
                 f"{pct(v.get('image_false_alarm_rate'))} |"
             )
-        curves = {
-            variant: data.get("val_curve") for variant, data in results["variants"].items() if data.get("val_curve")
-        }
+        curves = {variant: iou_curve(data) for variant, data in results["variants"].items() if iou_curve(data)}
         for variant, curve in curves.items():
             lines += ["", f"Val change-IoU per epoch ({variant}): " + ", ".join(pct(x, 1) for x in curve)]
     if "throughput" in results:
