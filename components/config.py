@@ -214,6 +214,9 @@ class SegmentTrainParams(TrainLoopParams):
     """``batch``: one soft dice pooled over the batch, so large defects outweigh thin ones by their
     pixel count; ``image``: the mean of each defective image's own dice, so a thin lead counts as much
     as a misplaced part (defect-free images are judged by the cross-entropy only)."""
+    dice_on_good_batches: bool = True
+    """``false``: no dice term on a batch without a single change pixel (about 1 batch in 6 at batch 8
+    and ``defect_share`` 0.2), whose pooled dice pushes every change probability towards 0."""
     defect_share: float | None = Field(None, gt=0.0, lt=1.0)
     """Share of each training epoch drawn from the defective pairs (``null``: every pair once, in a
     seeded shuffle). The epoch keeps its length; defective and good pairs are each cycled through

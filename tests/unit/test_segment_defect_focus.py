@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from components.config import SegmentModelParams, SegmentTrainParams
 from components.models.changenet.data import DefectShareSampler, SegmentDataError, SegmentDataModule
 from components.models.changenet.losses import DeepSupervisionLoss, per_image_dice_loss, soft_dice_loss
+from components.models.changenet.model import OUTPUT_NAMES
 
 SIZE = 16
 
@@ -57,6 +58,26 @@ def test_loss_reads_the_reduction_from_params_and_rejects_unknown_ones() -> None
     assert terms["final/dice"].item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="dice_reduction"):
         DeepSupervisionLoss(dice_reduction="pixel")
+
+
+def test_good_batches_can_leave_the_dice_to_the_cross_entropy() -> None:
+    logits = torch.zeros(2, 2, SIZE, SIZE)
+    logits[:, 1] = torch.randn(2, SIZE, SIZE)
+    good = torch.zeros(2, SIZE, SIZE, dtype=torch.long)
+    params = SegmentTrainParams(dice_on_good_batches=False)
+    skipping = DeepSupervisionLoss.from_params(SegmentModelParams(), params)
+    pooled = DeepSupervisionLoss(change_class_weight=params.change_class_weight)
+    total, terms = skipping([logits] * 5, good)
+    assert not any(key.endswith("/dice") for key in terms)
+    assert total.item() == pytest.approx(
+        sum(w * terms[f"{n}/ce"].item() for n, w in zip(OUTPUT_NAMES, pooled.weights, strict=True))
+    )
+    assert pooled([logits] * 5, good)[0].item() > total.item()  # the pooled dice adds a term on good batches
+    _, target = _big_and_thin()  # one change pixel in the batch: the dice is back, identical to pooled
+    _, with_change = skipping([logits] * 5, target.long())
+    assert with_change["final/dice"].item() == pytest.approx(
+        pooled([logits] * 5, target.long())[1]["final/dice"].item()
+    )
 
 
 @pytest.mark.parametrize("share", [0.0, 1.0, -0.2])

@@ -9,7 +9,11 @@ with a non-zero weight really contributes.)
 Defect pixels are rare (about 1.7% on MVTec transistor), so plain cross-entropy learns to
 predict "no change". Two standard counter-measures are combined: class-weighted cross-entropy
 and soft dice on the change probability (Milletari et al., V-Net, 3DV 2016), which is
-insensitive to the class ratio.
+insensitive to the class ratio. On a batch of defect-free pairs the pooled dice is
+``1 - 1/(1 + sum of change probability)``: its gradient per pixel is ``1/(1 + S)^2``, up to
+~10^5 times the cross-entropy's once ``S`` is small, so such batches can pull every change
+probability down at once; ``dice_on_good_batches: false`` leaves those batches to the
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class DeepSupervisionLoss(nn.Module):
         smooth: dice smoothing.
         dice_reduction: ``batch`` pools the dice over the batch (:func:`soft_dice_loss`); ``image``
             averages each defective image's dice (:func:`per_image_dice_loss`).
+        dice_on_good_batches: ``False`` drops the dice term on a batch without a single change pixel,
+            where it only pushes probabilities to 0 (the cross-entropy still judges those pixels).
     """
 
     def __init__(
@@ -87,12 +93,14 @@ class DeepSupervisionLoss(nn.Module):
         dice_weight: float = 1.0,
         smooth: float = 1.0,
         dice_reduction: str = "batch",
+        dice_on_good_batches: bool = True,
     ) -> None:
         super().__init__()
         if dice_reduction not in DICE_REDUCTIONS:
             raise ValueError(f"dice_reduction must be one of {sorted(DICE_REDUCTIONS)}, got {dice_reduction!r}")
         self.dice_reduction = dice_reduction
         self._dice = DICE_REDUCTIONS[dice_reduction]
+        self.dice_on_good_batches = bool(dice_on_good_batches)
         if len(weights) != len(OUTPUT_NAMES) or min(weights) < 0:
             raise ValueError(f"weights needs {len(OUTPUT_NAMES)} non-negative values, got {list(weights)}")
         self.weights = tuple(float(w) for w in weights)
@@ -104,13 +112,20 @@ class DeepSupervisionLoss(nn.Module):
     def from_params(cls, model: SegmentModelParams, train: SegmentTrainParams) -> DeepSupervisionLoss:
         """``weights`` from ``segment.model.loss_weights``, the rest from ``segment.train``."""
         return cls(
-            model.loss_weights, train.change_class_weight, train.dice_weight, dice_reduction=train.dice_reduction
+            model.loss_weights,
+            train.change_class_weight,
+            train.dice_weight,
+            dice_reduction=train.dice_reduction,
+            dice_on_good_batches=train.dice_on_good_batches,
         )
 
     def forward(
         self, outputs: Sequence[torch.Tensor], target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the total loss and detached per-output terms (``<output>/ce``, ``<output>/dice``).
+
+        A batch whose dice is skipped (``dice_on_good_batches=False`` and no change pixel) has no
+        ``<output>/dice`` terms, so epoch means of the dice average only the batches that used it.
 
         Args:
             outputs: the model's five logit maps, (N, C, h_i, w_i) each.
@@ -125,6 +140,7 @@ class DeepSupervisionLoss(nn.Module):
         class_weights = torch.full((num_classes,), self.change_class_weight, device=target.device)
         class_weights[0] = 1.0
         changed = target > 0
+        use_dice = self.dice_on_good_batches or bool(changed.any())
 
         total = outputs[-1].new_zeros(())
         terms: dict[str, torch.Tensor] = {}
@@ -135,9 +151,10 @@ class DeepSupervisionLoss(nn.Module):
             if logits.shape[-2:] != target.shape[-2:]:
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             ce = F.cross_entropy(logits, target, weight=class_weights)
-            change_prob = 1.0 - logits.softmax(dim=1)[:, 0]
-            dice = self._dice(change_prob, changed, self.smooth)
-            total = total + weight * (ce + self.dice_weight * dice)
+            total = total + weight * ce
             terms[f"{name}/ce"] = ce.detach()
-            terms[f"{name}/dice"] = dice.detach()
+            if use_dice:
+                dice = self._dice(1.0 - logits.softmax(dim=1)[:, 0], changed, self.smooth)
+                total = total + weight * self.dice_weight * dice
+                terms[f"{name}/dice"] = dice.detach()
         return total, terms
