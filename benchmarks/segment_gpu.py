@@ -68,6 +68,7 @@ RECORDED_TRAIN_SETTINGS = {
     "grad_clip_norm",
     "defect_share",
     "freeze_backbone_levels",
+    "dice_on_good_batches",
 }
 """``segment.train`` keys each result JSON keeps, so recipes that differ in them can be told apart."""
 

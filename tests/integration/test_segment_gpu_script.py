@@ -162,6 +162,8 @@ def test_recipes_train_side_by_side_then_the_chosen_one_is_timed(raw_transistor:
     fine = json.loads((out / "recipe-fine16_clip.json").read_text())
     assert (fine["model"]["upsample_dim"], fine["model"]["fine_dim"]) == (0, 16)
     assert fine["train_settings"]["grad_clip_norm"] == 1.0
+    assert fine["train_settings"]["dice_on_good_batches"] is False  # params.yaml's recipe at the overlay's width
+    assert light["train_settings"]["dice_on_good_batches"] is True  # the 85.66 run, as gpu-retrain.yaml keeps it
     assert "benchmark" not in light  # trained side by side: never timed there
     assert [point["epoch"] for point in light["train"]["val_curve"]] == [0]
     timed = list(out.glob("timing-*.json"))
