@@ -235,7 +235,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 + f" | {results.get('image_score', '')} | {pct(v.get('image_defect_recall'))} | "
                 f"{pct(v.get('image_false_alarm_rate'))} |"
             )
-        curves = {variant: iou_curve(data) for variant, data in results["variants"].items() if iou_curve(data)}
+        curves = {variant: curve for variant, data in results["variants"].items() if (curve := iou_curve(data))}
         for variant, curve in curves.items():
             lines += ["", f"Val change-IoU per epoch ({variant}): " + ", ".join(pct(x, 1) for x in curve)]
     if "throughput" in results:

@@ -73,7 +73,7 @@ def test_good_batches_can_leave_the_dice_to_the_cross_entropy() -> None:
         sum(w * terms[f"{n}/ce"].item() for n, w in zip(OUTPUT_NAMES, pooled.weights, strict=True))
     )
     assert pooled([logits] * 5, good)[0].item() > total.item()  # the pooled dice adds a term on good batches
-    _, target = _big_and_thin()  # one change pixel in the batch: the dice is back, identical to pooled
+    _, target = _big_and_thin()  # a batch with change: the dice is back, identical to the pooled one
     _, with_change = skipping([logits] * 5, target.long())
     assert with_change["final/dice"].item() == pytest.approx(
         pooled([logits] * 5, target.long())[1]["final/dice"].item()
