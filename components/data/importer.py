@@ -71,8 +71,13 @@ def import_source(
     out_root: Path | str,
     options: SourceOptions | None = None,
     progress: bool = False,
+    params_path: Path | str | None = None,
 ) -> dict[str, Any]:
     """Check ``source`` as ``fmt`` and publish it as ``out_root/name``; return what was found.
+
+    With ``params_path``, also write the params overlay ``params.<name>.yaml`` beside it
+    (:mod:`components.data.overlay`): the model families the data supports and the settings it
+    implies. A source no family can learn from is refused before anything is copied.
 
     Raises :class:`SourceError` (or :class:`SourceCheckError`) naming the file and line;
     ``out_root/name`` is then exactly as it was before the call.
@@ -89,13 +94,24 @@ def import_source(
         raise SourceError(f"{source}: not a folder; import takes the folder holding the {fmt} data")
     options = options or SourceOptions()
     index = source_format(fmt).read(source, options, None)
+    from components.data.support import family_support, profile_source
     from components.validation.source_checks import check_source, count_files
 
     with _bar(progress) as start:
-        _, failures = check_source(index, options.classes, start(f"check {fmt} {name}", count_files(index)))
+        _, failures, probes = check_source(index, options.classes, start(f"check {fmt} {name}", count_files(index)))
         if failures:
             listed = "\n".join(f"  - {line}" for line in failures)
             raise SourceCheckError(f"{source}: {len(failures)} check(s) failed, nothing was imported:\n{listed}")
+        profile = profile_source(index, probes)
+        support = family_support(profile)
+        if not any(s.applies for s in support.values()):
+            listed = "\n".join(f"  - {s.family}: {s.why_not}" for s in support.values())
+            raise SourceError(f"{source}: no model family can learn from this data, nothing was imported:\n{listed}")
+        overlay = None
+        if params_path is not None:
+            from components.data.overlay import render_overlay
+
+            overlay = render_overlay(fmt, name, profile, support, Path(params_path))
         files = _files_to_copy(index)
         advance = start(f"copy into {out_root / name}", len(files))
         with atomic_dir(out_root / name) as staging:
@@ -104,9 +120,14 @@ def import_source(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
                 advance()
-            summary = _summary(index, len(files))
+            summary = _summary(index, len(files)) | {"good": profile.good, "defect": profile.defect}
             payload = {"format": fmt, "options": options.to_json(), "found": summary}
             (staging / OPTIONS_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    summary["families"] = {f: s.how or f"not applicable: {s.why_not}" for f, s in support.items()}
+    if overlay is not None:
+        from components.data.overlay import write_text_atomically
+
+        summary["overlay"] = str(write_text_atomically(*overlay))
     return summary
 
 

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import Params
-from components.pipeline.stages import Stage
+from components.config import FAMILIES, Params
+from components.pipeline.stages import STAGES, Stage
 
 RAN, CACHED, FAILED, NOT_RUN = "ran", "cached", "failed", "not run"
+NOT_APPLICABLE = "not applicable"
+"""A model family none of whose stages applies to the params (its reason in the key-metrics column)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,16 @@ def build_rows(
                 run_is_earlier=cached,
             )
         )
+    return rows + not_applicable_rows(params)
+
+
+def not_applicable_rows(params: Params) -> list[SummaryRow]:
+    """One row per model family that does not run on these params, with the reason (e.g. the data has no masks)."""
+    rows = []
+    for family in FAMILIES:
+        reasons = [stage.skip_reason(params) for stage in STAGES if stage.model_family == family]
+        if reasons and all(reasons):
+            rows.append(SummaryRow(family, NOT_APPLICABLE, None, str(reasons[0]), "", ""))
     return rows
 
 

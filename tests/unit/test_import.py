@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from components.cli import app
-from components.config import Params, parse_params
+from components.config import Params, load_params, parse_params
 from components.data.importer import SourceCheckError, import_source
 from components.data.prepare import prepare_datasets
 from components.data.sources.options import OPTIONS_FILE, SourceOptions
@@ -151,8 +151,12 @@ def test_cli_imports_and_says_how_to_use_it(tmp_path: Path) -> None:
         ["data", "import", str(written.root), "--format", "tao-segment", "--name", "wafers", "-p", str(params_path)],
     )
     assert result.exit_code == 0, result.output
-    assert "records=9" in result.output and "data.source=tao-segment" in result.output
+    overlay = tmp_path / "project" / "params.wafers.yaml"
+    assert f"inspectops pipeline run --params {overlay}" in " ".join(result.output.split())
     assert (tmp_path / "project" / "data" / "tao-segment" / "wafers" / "list" / "train.txt").is_file()
+    params = load_params(overlay)
+    assert (params.data.source, params.data.category) == ("tao-segment", "wafers")
+    assert params.paths == load_params(params_path).paths  # everything else comes from the params it extends
 
 
 def test_cli_names_the_bad_list_entry_and_exits_1(tmp_path: Path) -> None:
