@@ -325,3 +325,46 @@ def write_pairs(
         written.options = SPLIT_PATTERNS
         write_options(root, "pairs", SPLIT_PATTERNS)
     return written
+
+
+# ---------------------------------------------------------------- class folders
+
+
+def write_class_folders(
+    root: Path,
+    n_good: int = 6,
+    n_per_defect: int = 3,
+    classes: tuple[str, ...] = ("scratch", "dent"),
+    split_dirs: bool = False,
+    good_folder: str = "good",
+    size: tuple[int, int] = (40, 32),
+    seed: int = 400,
+) -> Written:
+    """Class folders: ``<good_folder>/`` and one folder per defect class, no masks, boxes or goldens.
+
+    Every third image is 8 px wider and taller (mixed sizes: prepare resizes), extensions cycle
+    through ``.png``, ``.jpg`` and ``.bmp``, and the last image of the first defect class lies in
+    a nested ``lot 2/`` folder (a space: names are made file-safe). ``split_dirs`` puts the class
+    folders under ``train/`` and ``val/`` (every third image of each class in val, the good
+    ones needing at least three train images); record names are then ``<split>__<class>__<stem>``.
+    ``labels`` holds each record's class; ``size`` the common size (not every image's).
+    """
+    written = Written(root=root, size=size, splits={}, labels={})
+    plan = [(good_folder, "good", n_good)] + [(c, c.lower(), n_per_defect) for c in classes]
+    number = 0
+    for folder, label, count in plan:
+        for i in range(count):
+            split = ("val" if i % 3 == 2 else "train") if split_dirs else None
+            base = root / split if split else root
+            nested = bool(classes) and folder == classes[0] and i == count - 1
+            stem = f"{label}_{i:03d}"
+            ext = (".png", ".jpg", ".bmp")[i % 3]
+            relative = Path(folder) / ("lot 2" if nested else "") / f"{stem}{ext}"
+            shape = (size[0] + 8, size[1] + 8) if number % 3 == 2 else size
+            parts = ([split] if split else []) + list(relative.with_suffix("").parts)
+            name = "__".join(part.replace(" ", "_") for part in parts)
+            written.images[name] = save(base / relative, noise(seed + number, shape))
+            written.splits[name] = split
+            written.labels[name] = label
+            number += 1
+    return written

@@ -16,6 +16,7 @@ import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -99,7 +100,16 @@ def class_split_sizes(n: int, val_fraction: float, test_fraction: float) -> tupl
     return n - n_val - n_test, n_val, n_test
 
 
-def _by_name(samples: Iterable[Sample]) -> list[Sample]:
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+"""Anything with a ``name``: the pool and pairing draws key their streams on it."""
+
+
+def _by_name(samples: Iterable[N]) -> list[N]:
     return sorted(samples, key=lambda s: s.name)
 
 
@@ -110,10 +120,24 @@ def _check_unique(samples: Sequence[Sample]) -> None:
         raise SplitError(f"sample names must be unique; repeated: {dupes[:5]}")
 
 
-def _draw_golden_pool(train_good: list[Sample], seed: int, golden_fraction: float) -> list[Sample]:
+def draw_golden_pool(train_good: Sequence[N], seed: int, golden_fraction: float, num_golden: int = 1) -> list[N]:
+    """The seeded golden pool drawn from ``train_good`` (given in name order: the draw picks positions).
+
+    Works on anything with a ``name`` (MVTec samples, class-folder records); raises
+    :class:`SplitError` when there is no good image or the pool is smaller than ``num_golden``.
+    """
+    if not train_good:
+        raise SplitError("no train/good images: the golden pool needs at least one")
     size = golden_pool_size(len(train_good), golden_fraction)
     picked = _stream(seed, _POOL_STREAM).choice(len(train_good), size=size, replace=False)
-    return _by_name(train_good[i] for i in picked)
+    pool = _by_name(train_good[i] for i in picked)
+    if num_golden > len(pool):
+        raise SplitError(
+            f"num_golden={num_golden} but the golden pool holds only {len(pool)} image(s) "
+            f"(golden_fraction={golden_fraction} of {len(train_good)} train/good); "
+            "raise data.golden_fraction or lower data.num_golden"
+        )
+    return pool
 
 
 def split_class(
@@ -137,8 +161,9 @@ def _split_class(items: list[Sample], seed: int, val_fraction: float, test_fract
     return split_class(items[0].label, [s.name for s in items], seed, val_fraction, test_fraction)
 
 
-def _draw_goldens(sample: Sample, pool: list[Sample], seed: int, num_golden: int) -> tuple[Sample, ...]:
-    picked = _stream(seed, _PAIR_STREAM, sample.name).choice(len(pool), size=num_golden, replace=False)
+def draw_goldens(item: _Named, pool: Sequence[N], seed: int, num_golden: int) -> tuple[N, ...]:
+    """The ``num_golden`` pool members paired with ``item``, from its own stream (its name)."""
+    picked = _stream(seed, _PAIR_STREAM, item.name).choice(len(pool), size=num_golden, replace=False)
     return tuple(pool[i] for i in picked)
 
 
@@ -157,15 +182,7 @@ def split_samples(
     _check_unique(samples)
     ordered = _by_name(samples)
     train_good = [s for s in ordered if s.split == TRAIN and s.is_good]
-    if not train_good:
-        raise SplitError("no train/good images: the golden pool needs at least one")
-    pool = _draw_golden_pool(train_good, seed, golden_fraction)
-    if num_golden > len(pool):
-        raise SplitError(
-            f"num_golden={num_golden} but the golden pool holds only {len(pool)} image(s) "
-            f"(golden_fraction={golden_fraction} of {len(train_good)} train/good); "
-            "raise data.golden_fraction or lower data.num_golden"
-        )
+    pool = draw_golden_pool(train_good, seed, golden_fraction, num_golden)
     pool_names = {s.name for s in pool}
     rest = [s for s in ordered if s.name not in pool_names]
     by_class: dict[str, list[Sample]] = {}
@@ -174,7 +191,7 @@ def split_samples(
     split_of: dict[str, str] = {}
     for label in sorted(by_class):
         split_of.update(_split_class(by_class[label], seed, val_fraction, test_fraction))
-    assignments = tuple(Assignment(s, split_of[s.name], _draw_goldens(s, pool, seed, num_golden)) for s in rest)
+    assignments = tuple(Assignment(s, split_of[s.name], draw_goldens(s, pool, seed, num_golden)) for s in rest)
     return SplitPlan(golden_pool=tuple(pool), assignments=assignments)
 
 
@@ -184,6 +201,8 @@ __all__ = [
     "SplitError",
     "SplitPlan",
     "class_split_sizes",
+    "draw_golden_pool",
+    "draw_goldens",
     "golden_pool_size",
     "split_class",
     "split_samples",

@@ -40,7 +40,7 @@ class DataProfile:
     boxed: int
     """Parts with at least one box (MAL's input)."""
     with_golden: int
-    """Parts compared with a golden image."""
+    """Parts compared with a golden image (all of them where prepare draws goldens from the good images)."""
     lights: tuple[str, ...]
     classes: tuple[str, ...]
     source_split: bool
@@ -75,9 +75,14 @@ def _is_defect(record: Record, probes: Probes) -> bool:
     return bool(probes.get((record.mask, True), FileProbe(None)).foreground)
 
 
+GOLDENS_FROM_GOOD = ("folders",)
+"""Formats whose goldens prepare draws from the good images (a seeded pool, MVTec's recipe), not the source."""
+
+
 def profile_source(index: SourceIndex, probes: Probes) -> DataProfile:
     """Count what ``index`` holds; ``probes`` are :func:`~components.validation.source_checks.check_source`'s."""
     defects = [r for r in index.records if _is_defect(r, probes)]
+    drawn = index.format in GOLDENS_FROM_GOOD
     sizes = [probes[(r.image, False)].size for r in index.records if (r.image, False) in probes]
     known = [size for size in sizes if size is not None] or [(0, 0)]
     return DataProfile(
@@ -87,7 +92,9 @@ def profile_source(index: SourceIndex, probes: Probes) -> DataProfile:
         defect=len(defects),
         masked_defects=sum(r.mask is not None and r.masked for r in defects),
         boxed=sum(bool(r.instances) for r in index.records),
-        with_golden=sum(r.golden is not None or bool(r.golden_lights) for r in index.records),
+        with_golden=len(index.records)
+        if drawn
+        else sum(r.golden is not None or bool(r.golden_lights) for r in index.records),
         lights=tuple(index.lights),
         classes=tuple(index.classes),
         source_split=bool(index.records) and all(r.split is not None for r in index.records),
@@ -121,12 +128,16 @@ def family_support(profile: DataProfile) -> dict[str, FamilySupport]:
 
     def decide(family: str, how: str | None, why_not: str | None) -> None:
         missing = _fed(fmt, family)
-        if missing:
-            why_not, how = f"the {fmt} format feeds no {' or '.join(missing)} dataset", None
+        if missing and why_not is None:  # what the data lacks says more than what the format cannot carry
+            why_not = f"the {fmt} format feeds no {' or '.join(missing)} dataset"
         found[family] = FamilySupport(family, how if why_not is None else None, why_not)
 
     gap = _verdict_gap(profile)
-    decide("cam", "good and defective images: the CAM classifier learns from image labels alone", gap)
+    cam_gap = gap
+    if gap is None and "segment" in source_format(fmt).datasets and profile.masked_defects < MIN_PER_CLASS:
+        # Where a segmentation set exists, CAM reads its parts, and a defect without a painted mask is not one.
+        cam_gap = f"{profile.masked_defects} defect(s) with a painted mask: CAM reads the segmentation set's parts"
+    decide("cam", "good and defective images: the CAM classifier learns from image labels alone", cam_gap)
 
     if profile.boxed:
         decide("mal", f"{profile.boxed} part(s) with boxes: MAL learns masks from them", None)

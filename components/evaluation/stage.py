@@ -29,11 +29,16 @@ def metrics_path(params: Params, family: ModelFamily | str) -> Path:
 
 
 def available_splits(params: Params) -> tuple[str, ...]:
-    """val, and test when the prepare stage made one (``data.test_fraction`` > 0)."""
+    """val, and test when the prepare stage made one (``data.test_fraction`` > 0 or the source's own test split).
+
+    A split is there when any prepared dataset has it: the segmentation lists, the classify CSVs
+    or the image-label lists (a source without masks has no segmentation lists).
+    """
     from components.data.formats import DatasetLayout
 
     layout = DatasetLayout(params.datasets_dir)
-    return tuple(s for s in SPLITS if layout.segment_list(s).is_file())
+    files = (layout.segment_list, layout.classify_csv, layout.image_labels_csv)
+    return tuple(s for s in SPLITS if any(path(s).is_file() for path in files))
 
 
 def evaluate_stage(

@@ -124,7 +124,7 @@ def label_stage(params: Params, checkpoint: Path | None = None) -> dict[str, flo
         validate_labels(staging / "train.json", params.datasets_dir).raise_for_failures()
         labelled = json.loads((staging / "train.json").read_text())
         masks = _masks_by_sample(labelled, decode_rle)
-        names = read_segment_list(layout.segment_list("train"))
+        names = read_segment_list(layout.segment_list("train")) + _boxes_only_names(layout, "train")
         written: dict[str, np.ndarray] = {}
         for name in names:
             mask = masks.get(name)
@@ -133,15 +133,73 @@ def label_stage(params: Params, checkpoint: Path | None = None) -> dict[str, flo
                 mask = np.zeros((height, width), dtype=bool)
             written[name] = mask
             write_png(staging / "masks" / f"{name}.png", mask.astype(np.uint8) * 255)
+        held_out = _label_boxes_only_splits(params, layout, model, staging)
+    painted = set(read_segment_list(layout.segment_list("train")))
     metrics = {
+        **held_out,
         "label/images": float(summary.images),
         "label/annotations": float(summary.annotations),
         "label/empty_masks": float(summary.empty_masks),
         "label/mean_score": float(summary.mean_score) if summary.mean_score is not None else 0.0,
         **(_label_quality(layout.coco_json("train"), labelled) if params.mal.boxes == "annotated" else {}),
-        **_image_quality(layout, written),
+        **_image_quality(layout, {name: mask for name, mask in written.items() if name in painted}),
     }
     write_json(label_metrics_path(params), metrics)
+    return metrics
+
+
+def _boxes_only_names(layout: Any, split: str) -> list[str]:
+    """Pairs of ``split`` with boxes but no painted mask (``segment/list_boxes_only/``; none for most sources)."""
+    from components.data.formats import read_segment_list
+
+    path = layout.segment_boxes_only_list(split)
+    return read_segment_list(path) if path.is_file() else []
+
+
+def mal_pseudo_mask_dir(params: Params, split: str) -> Path:
+    """MAL's masks of the drawn boxes of ``split``'s boxes-only pairs (val, test): the pseudo-truth
+    ChangeNet-Segmentation is judged against there with ``segment.train.labels: mal``; train: :func:`mal_mask_dir`."""
+    return mal_mask_dir(params) if split == "train" else mal_labels_dir(params) / f"{split}_masks"
+
+
+def _label_boxes_only_splits(params: Params, layout: Any, model: Any, staging: Path) -> dict[str, float]:
+    """Label the drawn boxes of the val/test pairs that have no painted mask (``<split>_masks/<name>.png``).
+
+    Boxes-only data has no true outline anywhere; these masks are the only pixel truth segmentation
+    can be judged on there, and its metrics say so (``truth/mal_pseudo_pairs``). MAL never trains on
+    them (unless ``mal.train.use_val_boxes``); only the boxes of these pairs are read, never a mask.
+    """
+    from components.imageio import write_png
+    from components.labeling.checks import validate_labels
+    from components.labeling.coco_boxes import load_box_job
+    from components.labeling.rle import decode_rle
+    from components.labeling.writer import label_coco
+
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        names = set(_boxes_only_names(layout, split))
+        if not names or not layout.coco_json(split).is_file():
+            continue
+        document = json.loads(layout.coco_json(split).read_text())
+        images = [image for image in document["images"] if _sample_name(image["file_name"]) in names]
+        ids = {image["id"] for image in images}
+        subset = {
+            **document,
+            "images": images,
+            "annotations": [a for a in document["annotations"] if a["image_id"] in ids],
+        }
+        boxes = staging / f".{split}_boxes_only.json"
+        boxes.write_text(json.dumps(subset))
+        out = staging / f"{split}_boxes_only.json"
+        try:
+            label_coco(load_box_job(boxes, params.datasets_dir), mal_predictor(model, params), out)
+        finally:
+            boxes.unlink(missing_ok=True)
+        validate_labels(out, params.datasets_dir).raise_for_failures()
+        masks = _masks_by_sample(json.loads(out.read_text()), decode_rle)
+        for name in sorted(names & set(masks)):
+            write_png(staging / f"{split}_masks" / f"{name}.png", masks[name].astype(np.uint8) * 255)
+        metrics[f"label/{split}_boxes_only_pairs"] = float(len(names & set(masks)))
     return metrics
 
 
@@ -177,6 +235,11 @@ def _image_quality(layout: Any, written: dict[str, np.ndarray]) -> dict[str, flo
         if not path.is_file():
             return {}
         truth = read_mask(path)
+        if truth.shape != mask.shape:  # data.tiling keeps the label at native size; MAL's masks are resized
+            from PIL import Image
+
+            picture = Image.fromarray(truth.astype(np.uint8) * 255)
+            truth = np.asarray(picture.resize(mask.shape[::-1], Image.Resampling.NEAREST)) > 127
         if not truth.any():
             good += 1
             false_masks += int(mask.any())
@@ -210,4 +273,12 @@ def _label_quality(truth_path: Path, labelled: dict[str, Any]) -> dict[str, floa
     return {"label/train_miou": float(np.mean(ious))} if ious else {}
 
 
-__all__ = ["label_file", "label_stage", "mal_labels_dir", "mal_mask_dir", "mal_predictor", "mal_train_boxes"]
+__all__ = [
+    "label_file",
+    "label_stage",
+    "mal_labels_dir",
+    "mal_mask_dir",
+    "mal_predictor",
+    "mal_pseudo_mask_dir",
+    "mal_train_boxes",
+]

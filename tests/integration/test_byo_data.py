@@ -24,7 +24,14 @@ from components.pipeline.stages import plan
 from components.training.train import train_model
 from tests.conftest import write_params
 from tests.integration.conftest import TINY_SEGMENT
-from tests.source_fixtures import Written, write_coco, write_pairs, write_tao_classify, write_tao_segment
+from tests.source_fixtures import (
+    Written,
+    write_class_folders,
+    write_coco,
+    write_pairs,
+    write_tao_classify,
+    write_tao_segment,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +54,18 @@ CASES: dict[str, tuple[Callable[[Path], Written], list[str], tuple[str, ...]]] =
         ["UniformLight"],
         ("segment", "mal"),
     ),
+    "folders": (
+        lambda root: write_class_folders(root, n_good=10, n_per_defect=4, split_dirs=True, size=(72, 64)),
+        ["UniformLight"],
+        ("classify", "cam"),
+    ),
 }
-FAMILY_DATASET = {"segment": "segment", "classify": "classify", "mal": "coco"}
+FAMILY_DATASET = {"segment": "segment", "classify": "classify", "mal": "coco", "cam": "image_labels"}
+
+
+def written_for(dataset: str, written: list[str]) -> bool:
+    """Whether prepare gave ``dataset``: CAM's image labels come from the segmentation set when there is one."""
+    return dataset in written or (dataset == "image_labels" and "segment" in written)
 
 
 @pytest.mark.parametrize("fmt", sorted(CASES))
@@ -68,15 +85,14 @@ def test_format_imports_prepares_validates_and_trains(tmp_path: Path, fmt: str) 
 
     prepared = steps.prepare(params)
     manifest = json.loads((params.datasets_dir / "manifest.json").read_text())
-    fed = {FAMILY_DATASET[f] for f in families}
-    assert fed <= set(manifest["datasets"])
+    assert all(written_for(FAMILY_DATASET[f], manifest["datasets"]) for f in families)
     assert steps.validate(params)["validation/success"] == 1.0
     assert prepared
 
     planned = {stage.name for stage in plan(params)}
-    for family in ("segment", "classify", "mal"):
+    for family in ("segment", "classify", "mal", "cam"):
         runs = f"train_{family}" in planned
-        feeds = FAMILY_DATASET[family] in manifest["datasets"]
+        feeds = written_for(FAMILY_DATASET[family], manifest["datasets"])
         assert runs == feeds, f"{fmt}: train_{family} planned={runs}, dataset written={feeds}"
 
     for name in families:

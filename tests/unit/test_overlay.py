@@ -15,7 +15,7 @@ from components.data.sources.records import SourceError
 from components.pipeline.stages import plan
 from components.pipeline.summary import NOT_APPLICABLE, not_applicable_rows
 from tests.conftest import write_params
-from tests.source_fixtures import save, write_coco, write_pairs, write_tao_segment
+from tests.source_fixtures import save, write_class_folders, write_coco, write_pairs, write_tao_segment
 
 # ---------------------------------------------------------------- extends
 
@@ -84,7 +84,9 @@ def test_a_format_that_cannot_feed_a_family_gives_that_reason(tmp_path: Path) ->
 
 def _import(tmp_path: Path, fmt: str, written, **params_sections) -> tuple[dict, dict]:  # noqa: ANN001
     base = write_params(tmp_path / "project", **params_sections)
-    found = import_source(fmt, written.root, "line", tmp_path / "project" / "data" / fmt, written.options, params_path=base)
+    found = import_source(
+        fmt, written.root, "line", tmp_path / "project" / "data" / fmt, written.options, params_path=base
+    )
     overlay = Path(found["overlay"])
     assert overlay == tmp_path / "project" / "params.line.yaml"
     raw = yaml.safe_load(overlay.read_text())
@@ -117,7 +119,8 @@ def test_boxes_only_pairs_go_through_mal(tmp_path: Path) -> None:
     found, raw = _import(tmp_path, "pairs", written)
     assert found["families"]["segment"].startswith("boxes only: MAL labels them")
     assert raw["segment"]["train"] == {"labels": "mal"}
-    assert raw["pipeline"]["families"] == ["cam", "mal", "segment", "classify"]
+    assert raw["pipeline"]["families"] == ["mal", "segment", "classify"]
+    assert raw["pipeline"]["not_applicable"]["cam"].startswith("0 defect(s) with a painted mask")
     assert raw["data"]["val_fraction"] == 0.3 and raw["seed"] == 7  # no split in the source: the base's seeded one
     header = (tmp_path / "project" / "params.line.yaml").read_text().split("extends:")[0]
     assert "segment: boxes only" in header and "Run it: inspectops pipeline run --params params.line.yaml" in header
@@ -126,7 +129,8 @@ def test_boxes_only_pairs_go_through_mal(tmp_path: Path) -> None:
 def test_coco_feeds_mal_alone_and_says_why_not_the_others(tmp_path: Path) -> None:
     found, raw = _import(tmp_path, "coco", write_coco(tmp_path / "src"))
     assert raw["pipeline"]["families"] == ["mal"]
-    assert raw["pipeline"]["not_applicable"]["segment"] == "the coco format feeds no segment dataset"
+    assert raw["pipeline"]["not_applicable"]["segment"] == "no golden images to compare with"
+    assert raw["pipeline"]["not_applicable"]["cam"] == "the coco format feeds no image_labels dataset"
     assert found["families"]["classify"].startswith("not applicable:")
 
 
@@ -145,3 +149,10 @@ def test_data_no_family_can_learn_from_is_refused_before_anything_is_copied(tmp_
     assert "cam: no defective parts" in str(error.value) and "segment: no masks and no boxes" in str(error.value)
     assert not (tmp_path / "project" / "data" / "pairs" / "line").exists()
     assert not (tmp_path / "project" / "params.line.yaml").exists()
+
+
+def test_class_folders_get_goldens_from_good_so_the_classifier_applies(tmp_path: Path) -> None:
+    found, raw = _import(tmp_path, "folders", write_class_folders(tmp_path / "src", n_good=6, n_per_defect=3))
+    assert raw["pipeline"]["families"] == ["cam", "classify"]
+    assert raw["pipeline"]["not_applicable"] == {"mal": "no boxes and no masks", "segment": "no masks and no boxes"}
+    assert found["families"]["classify"].startswith("PASS/defect labels")

@@ -13,7 +13,14 @@ tao-segment   TAO ChangeNet-Segmentation layout    segment, classify, coco
 tao-classify  TAO Optical Inspection CSV + images  classify
 coco          images + COCO instances              coco
 pairs         golden/test pairs, boxes, masks      segment, classify, coco
+folders       good/ and one folder per defect      classify, image_labels
 ============  ===================================  ==========================
+
+``image_labels`` (single images with their image label: what the CAM classifier learns from) is
+also fed by every format that feeds ``segment``: there CAM reads the segmentation set's test
+images and masks, and prepare writes no lists (:attr:`SourceFormat.written`), so those formats'
+prepared trees are as they always were. ``folders`` has no masks: prepare writes its lists,
+``image_labels/<split>.csv``, pointing at the classify set's test images.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 from components.config import Params
 from components.data.sources.coco import read_coco
+from components.data.sources.folders import read_folders
 from components.data.sources.mvtec import read_mvtec
 from components.data.sources.options import SourceOptions, load_options
 from components.data.sources.pairs import read_pairs
@@ -31,7 +39,9 @@ from components.data.sources.records import SourceError, SourceIndex
 from components.data.sources.tao_classify import read_tao_classify
 from components.data.sources.tao_segment import read_tao_segment
 
-DATASETS = ("segment", "classify", "coco")
+IMAGE_LABELS = "image_labels"
+"""Single images with their image label (CAM's input); see the module docstring."""
+DATASETS = ("segment", "classify", "coco", IMAGE_LABELS)
 """The prepared datasets (:class:`components.data.formats.DatasetLayout`)."""
 
 Reader = Callable[[Path, SourceOptions, Params | None], SourceIndex]
@@ -49,6 +59,17 @@ class SourceFormat:
     importable: bool = True
     """Whether ``inspectops data import`` takes it (MVTec has ``data ingest``, synthetic ``data synth``)."""
 
+    def __post_init__(self) -> None:
+        if IMAGE_LABELS in self.written and "classify" not in self.datasets:
+            raise ValueError(f"{self.name}: the {IMAGE_LABELS} lists point at classify images; feed classify too")
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        """The datasets prepare writes: ``image_labels`` is read from ``segment`` when the format feeds it."""
+        if "segment" in self.datasets:
+            return tuple(d for d in self.datasets if d != IMAGE_LABELS)
+        return self.datasets
+
 
 SOURCE_FORMATS: dict[str, SourceFormat] = {
     f.name: f
@@ -59,6 +80,7 @@ SOURCE_FORMATS: dict[str, SourceFormat] = {
         SourceFormat("tao-classify", read_tao_classify, ("classify",), "TAO Optical Inspection CSV + images/"),
         SourceFormat("coco", read_coco, ("coco",), "images/ + COCO instances JSON"),
         SourceFormat("pairs", read_pairs, DATASETS, "golden/test pairs with optional boxes and masks"),
+        SourceFormat("folders", read_folders, ("classify", IMAGE_LABELS), "good/ and one folder per defect kind"),
     )
 }
 IMPORT_FORMATS = tuple(name for name, f in SOURCE_FORMATS.items() if f.importable)
@@ -92,6 +114,7 @@ def read_source(params: Params) -> SourceIndex:
 
 __all__ = [
     "DATASETS",
+    "IMAGE_LABELS",
     "IMPORT_FORMATS",
     "SOURCE_FORMATS",
     "SourceError",

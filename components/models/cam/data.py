@@ -1,9 +1,15 @@
-"""Data side of the CAM classifier: single images with their image label, read from the prepared segmentation set.
+"""Data side of the CAM classifier: single images with their image label, read from the prepared datasets.
 
 The prepare stage writes ``segment/A/<name>.png`` (the test image), ``segment/label/<name>.png``
 (its defect mask, empty for a good part) and ``segment/list/<split>.txt``; this module reads A and
 the mask and ignores the golden (B). So the classifier trains and is judged on exactly the split
 the other families use, which prepare already stratifies per class (defect kind).
+
+**Sources without masks** (class folders) have no segmentation set: prepare writes
+``image_labels/<split>.csv`` instead (:data:`~components.data.formats.IMAGE_LABEL_COLUMNS`: name,
+image, label), and every image comes with its label and an empty mask flagged as unknown
+(``has_mask`` False), so the box evaluation skips it rather than scoring a box against nothing.
+Which one is read: the segmentation lists when prepare wrote them, else the image-label lists.
 
 **The image label** is *anomaly* when the mask has any pixel, or when the name says so: MVTec and
 the synthetic source name samples ``<label>_<split>_<stem>``
@@ -36,7 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from components.config import CamAugmentParams
-from components.data.formats import SPLITS, DatasetLayout, read_segment_list
+from components.data.formats import SPLITS, DatasetLayout, read_image_labels, read_segment_list
 from components.imageio import ImageReadError, read_image, read_mask
 from components.models.changenet.data import EpochSeededSampler, augment_photometric, make_loader, stream_seed
 from components.models.changenet.metrics import GOOD_LABEL, sample_kind
@@ -76,11 +82,12 @@ def load_mask(path: Path, size: int | None) -> torch.Tensor:
 
 
 class CamDataset(Dataset[dict[str, Any]]):
-    """One split as ``{"image", "label", "mask", "name", "kind"}`` samples (see the module docstring).
+    """One split as ``{"image", "label", "mask", "has_mask", "name", "kind"}`` samples (see the module docstring).
 
     ``image``: float32 ``(3, S, S)`` in [0, 1]; ``label``: 0 good, 1 anomaly; ``mask``: uint8
-    ``(S, S)`` of 0/1 (all zero for a good part). ``S`` is ``image_size``; ``None`` keeps each file's
-    size (then every file of the split must have the same size to be batched).
+    ``(S, S)`` of 0/1 (all zero for a good part, and for every image of an image-label list, whose
+    ``has_mask`` is False). ``S`` is ``image_size``; ``None`` keeps each file's size (then every
+    file of the split must have the same size to be batched).
     """
 
     def __init__(
@@ -100,21 +107,43 @@ class CamDataset(Dataset[dict[str, Any]]):
         self.seed = int(seed)
         self.epoch = 0
         list_path = self.layout.segment_list(split)
-        if not list_path.is_file():
+        self.images: dict[str, Path] | None = None
+        """Image-label lists: each name's image; ``None`` for the segmentation set (A and its mask)."""
+        if not list_path.is_file() and self.layout.image_labels_csv(split).is_file():
+            list_path = self.layout.image_labels_csv(split)
+            try:
+                rows = read_image_labels(list_path)
+            except (OSError, ValueError) as error:
+                raise CamDataError(str(error)) from None
+            self.names = [row["name"] for row in rows]
+            self.images = {row["name"]: self.layout.root / row["image"] for row in rows}
+            self.kinds: list[str | None] = [row["label"] for row in rows]
+        elif not list_path.is_file():
             raise CamDataError(f"{list_path}: split list not found (run the prepare stage first)")
-        self.names = read_segment_list(list_path)
+        else:
+            self.names = read_segment_list(list_path)
+            self.kinds = [sample_kind(name) for name in self.names]
         if not self.names:
             raise CamDataError(f"{list_path}: lists no samples")
-        missing = [p for name in self.names for p in (self.image_path(name), self.mask_path(name)) if not p.is_file()]
+        missing = [p for name in self.names for p in self._files(name) if not p.is_file()]
         if missing:
             shown = ", ".join(str(p) for p in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise CamDataError(f"{len(missing)} file(s) listed in {list_path} are missing: {shown}{more}")
-        self.kinds: list[str | None] = [sample_kind(name) for name in self.names]
         self.labels: list[int] = [self._label(name, kind) for name, kind in zip(self.names, self.kinds, strict=True)]
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the split's defects come with masks (the segmentation set) or with image labels only."""
+        return self.images is None
+
+    def _files(self, name: str) -> tuple[Path, ...]:
+        return (self.image_path(name), self.mask_path(name)) if self.images is None else (self.image_path(name),)
+
     def image_path(self, name: str) -> Path:
+        if self.images is not None:
+            return self.images[name]
         return self.layout.segment_image("A", name)
 
     def mask_path(self, name: str) -> Path:
@@ -123,6 +152,8 @@ class CamDataset(Dataset[dict[str, Any]]):
     def _label(self, name: str, kind: str | None) -> int:
         if kind is not None and kind != GOOD_LABEL:
             return 1
+        if self.images is not None:
+            return 0
         try:
             return int(read_mask(self.mask_path(name)).any())
         except ImageReadError as error:
@@ -140,7 +171,10 @@ class CamDataset(Dataset[dict[str, Any]]):
         if index not in self._cache:
             name = self.names[index]
             image = load_image(self.image_path(name), self.image_size)
-            mask = load_mask(self.mask_path(name), self.image_size)
+            if self.images is not None:  # image labels only: an empty mask, flagged unknown by has_mask
+                mask = torch.zeros(tuple(image.shape[-2:]), dtype=torch.uint8)
+            else:
+                mask = load_mask(self.mask_path(name), self.image_size)
             if tuple(mask.shape) != tuple(image.shape[-2:]):
                 raise CamDataError(
                     f"sample {name}: image {tuple(image.shape[-2:])} and mask {tuple(mask.shape)} differ in size"
@@ -158,6 +192,7 @@ class CamDataset(Dataset[dict[str, Any]]):
             "image": image,
             "label": self.labels[index],
             "mask": mask,
+            "has_mask": self.images is None,
             "name": self.names[index],
             "kind": self.kinds[index] or "",
         }

@@ -14,7 +14,9 @@ threshold split itself, only threshold-free numbers are given (AUROC, AP, locali
 **Localisation** (:mod:`.heatmap`, :mod:`.metrics`): every defective image with a true mask,
 whatever the call, gets the IoU of its CAM box (the best-overlapping one in ``box_mode: all``)
 with the box around its mask. Per defect kind where names carry one (``<kind>/accuracy``,
-``<kind>/box_iou``, ...).
+``<kind>/box_iou``, ...). A split read from image-label lists (a source without masks, e.g. class
+folders) has no true box: its box numbers are ``nan`` (``null`` in the metrics file) and
+``localised_images`` is 0, and the log says so; the verdict numbers are as always.
 
 **Pictures** (with a ``pictures_dir``): ``<split>_roc_curve.png``, ``<split>_scores.csv`` (score,
 call, boxes and IoU of every image: what the label chain reads) and ``overlays/<split>_<name>.png``
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ __all__ = [
 ]
 
 THRESHOLD_FREE = ("auroc", "ap", "parts", "defects")
+_log = logging.getLogger(__name__)
 
 
 def image_size(params: Params) -> int:
@@ -123,7 +127,7 @@ def predict_split(
             continue
         for i, name in enumerate(batch["name"]):
             mask = batch["mask"][i].numpy()
-            truth = mask_to_box(mask) if int(batch["label"][i]) else None
+            truth = mask_to_box(mask) if int(batch["label"][i]) and bool(batch["has_mask"][i]) else None
             boxes = (
                 []
                 if heatmap is None
@@ -182,6 +186,8 @@ def evaluate_split(
     labels = np.asarray(dataset.labels, dtype=bool)
     keep = overlay_picks(dataset.names, labels, setting.num_overlays) if pictures_dir is not None else set()
     seen = predict_split(model, dataset, setting, localise=True, keep=keep)
+    if not dataset.has_masks:
+        _log.info("CAM %s: no masks (image labels only), the box IoU is not measured", split)
     reports_threshold_split = setting.threshold == "auto" and split == setting.threshold_split
     threshold = reported_threshold(reports_threshold_split, threshold, lambda: operating_threshold(model, params))
     metrics = verdict_metrics(seen.scores, seen.labels, threshold)

@@ -8,7 +8,8 @@ anomaly when ``softmax(logits)[:, 1]`` is above the sidecar's ``threshold``; its
 the box of the largest region where the heatmap reaches ``box_threshold`` of its maximum
 (:func:`components.models.cam.heatmap.heatmap_to_boxes`). Promotion is gated on val image AUROC
 (``auroc``), the threshold-free number the checkpoint is also chosen on. Trained and judged on
-the prepared segmentation split (its test images and masks; no goldens).
+the prepared segmentation split (its test images and masks; no goldens), or, for a source
+without masks (class folders), the image-label lists (:mod:`.data`).
 """
 
 from __future__ import annotations

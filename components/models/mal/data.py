@@ -50,6 +50,7 @@ __all__ = [
     "MalDataError",
     "MalDataModule",
     "collate",
+    "has_outlines",
     "student_view",
 ]
 
@@ -451,6 +452,15 @@ class _KeyedConcat(Dataset[dict[str, Any]]):
 # --------------------------------------------------------------------------------- data module
 
 
+def has_outlines(coco_json: Path) -> bool:
+    """Whether any annotation of ``coco_json`` has a ``segmentation`` (a true outline to score masks on)."""
+    try:
+        document = json.loads(Path(coco_json).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MalDataError(f"{coco_json}: not a readable JSON file ({error})") from None
+    return any(a.get("segmentation") for a in document.get("annotations", []))
+
+
 class MalDataModule(L.LightningDataModule):
     """Train loader over box crops of one or more COCO files; val loader with masks for the mIoU.
 
@@ -510,6 +520,11 @@ class MalDataModule(L.LightningDataModule):
                 files.append(self.val_json)
             self.train_set = _KeyedConcat([self._train_part(path, i) for i, path in enumerate(files)])
         if stage in (None, "fit", "validate") and self.val_set is None and self.val_json is not None:
+            if not has_outlines(self.val_json):
+                # Boxes only (e.g. a pairs source without masks): nothing to score a mask against, so
+                # no val loop; best.ckpt is the last epoch and evaluate reports box-only measures.
+                _log.warning("%s: no annotation has an outline; MAL trains without a val mIoU", self.val_json)
+                return
             self.val_set = BoxCropDataset(
                 self.val_json,
                 self.images_root,

@@ -46,16 +46,15 @@ def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | 
     """MAL's and the baselines' mask IoUs on ``split`` (keys without the split prefix)."""
     from components.labeling.rle import annotation_mask
 
-    document, path = _read_coco(params, split)
+    document, _ = _read_coco(params, split)
     names = {c["id"]: c["name"] for c in document.get("categories", [])}
     images = {image["id"]: image for image in document["images"]}
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for annotation in document["annotations"]:
-        if not annotation.get("segmentation"):
-            raise MalEvaluationError(f"{path}: annotation {annotation['id']} has no segmentation to score against")
         by_image[annotation["image_id"]].append(annotation)
     shown = _picture_ids(document["annotations"], params.mal.eval.num_overlays if pictures_dir else 0)
     learned, crf = InstanceIoU(), InstanceIoU()
+    agreement: dict[str, list[tuple[float, float]]] = {"box": [], "baseline_crf/box": []}
     for image_id in tqdm(sorted(by_image), desc=f"MAL {split}", unit="image", leave=False):
         record = images[image_id]
         image = read_image(params.datasets_dir / record["file_name"])
@@ -72,6 +71,10 @@ def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | 
         )
         crf_masks = crf_baseline(image, boxes, params)
         for annotation, box, mask, crf_mask in zip(annotations, boxes, masks, crf_masks, strict=True):
+            agreement["box"].append(box_agreement(mask, box))
+            agreement["baseline_crf/box"].append(box_agreement(crf_mask, box))
+            if not annotation.get("segmentation"):  # boxes only: no outline to score the mask against
+                continue
             true = annotation_mask(annotation, image.shape[0], image.shape[1])
             category = names.get(annotation["category_id"], str(annotation["category_id"]))
             area = float(annotation["bbox"][2] * annotation["bbox"][3])
@@ -81,12 +84,46 @@ def evaluate_split(model: Any, params: Params, split: str, pictures_dir: Path | 
             if pictures_dir is not None and annotation["id"] in shown:
                 picture = overlay_instance(image, box, mask, true, params.mal.eval.test_margin)
                 write_png(pictures_dir / "overlays" / f"{split}_ann{annotation['id']}_{category}.png", picture)
-    results = learned.summary()
+    results = _box_measures(agreement, len(document["annotations"]) - len(learned.records))
+    if not learned.records:  # no true outline in the split: box-only measures alone
+        return results
+    results.update(learned.summary())
     box_summary = {k: v for k, v in _box_summary(learned).items()}
     results.pop("miou_box", None)
     results.update({f"baseline_box/{k}": v for k, v in box_summary.items()})
     results.update({f"baseline_crf/{k}": v for k, v in crf.summary().items() if not k.startswith("instances")})
     return results
+
+
+def box_agreement(mask: np.ndarray, box_xyxy: np.ndarray) -> tuple[float, float]:
+    """``(projection IoU, fill)`` of one mask with its box: what can be judged without a true outline.
+
+    *Projection IoU*: the mean over the two axes of the IoU between the columns (rows) the mask
+    touches and those the box spans: MAL's own MIL criterion (a tight box has object in each of its
+    rows and columns), 1.0 when the mask reaches every side of the box. *Fill*: mask area over box
+    area; a filled box scores projection 1.0 with fill 1.0, so the two are read together.
+    """
+    height, width = mask.shape
+    x0, y0 = max(0, int(np.floor(box_xyxy[0]))), max(0, int(np.floor(box_xyxy[1])))
+    x1, y1 = min(width, int(np.ceil(box_xyxy[2]))), min(height, int(np.ceil(box_xyxy[3])))
+    in_box = np.zeros(width, dtype=bool), np.zeros(height, dtype=bool)
+    in_box[0][x0:x1], in_box[1][y0:y1] = True, True
+    touched = mask.any(axis=0), mask.any(axis=1)
+    ious = [float((t & b).sum() / max(1, (t | b).sum())) for t, b in zip(touched, in_box, strict=True)]
+    area = max(1, (x1 - x0) * (y1 - y0))
+    return float(np.mean(ious)), float(mask[y0:y1, x0:x1].sum() / area)
+
+
+def _box_measures(agreement: dict[str, list[tuple[float, float]]], unscored: int) -> dict[str, float]:
+    """``box/projection_iou``, ``box/fill`` (MAL) and the CRF baseline's, over every box; ``unscored_instances``:
+    boxes without a true outline (left out of ``miou``)."""
+    values: dict[str, float] = {"unscored_instances": float(unscored)}
+    for prefix, pairs in agreement.items():
+        if pairs:
+            values[f"{prefix}/projection_iou"] = float(np.mean([p for p, _ in pairs]))
+            values[f"{prefix}/fill"] = float(np.mean([f for _, f in pairs]))
+    values["box/instances"] = float(len(agreement["box"]))
+    return values
 
 
 def _read_coco(params: Params, split: str) -> tuple[dict[str, Any], Path]:
@@ -176,4 +213,4 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
-__all__ = ["MalEvaluationError", "box_mask", "crf_baseline", "evaluate_split", "overlay_instance"]
+__all__ = ["MalEvaluationError", "box_agreement", "box_mask", "crf_baseline", "evaluate_split", "overlay_instance"]
