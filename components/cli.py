@@ -30,7 +30,14 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(infer_app, name="infer")
 app.add_typer(benchmark_app, name="benchmark")
 
-ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
+ParamsOption = Annotated[
+    Path,
+    typer.Option(
+        "--params",
+        "-p",
+        help="Path of params.yaml, or an overlay that extends it (params.<name>.yaml from data import).",
+    ),
+]
 FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal | classify | cam.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="Override a param: -S data.image_size=128 (YAML value).")
@@ -150,7 +157,9 @@ def data_import(
     source: Annotated[Path, typer.Argument(help="Folder holding the data in FORMAT.")],
     format_: Annotated[
         str,
-        typer.Option("--format", "-f", help="tao-segment | tao-classify | coco | pairs (README: Bring your own data)."),
+        typer.Option(
+            "--format", "-f", help="tao-segment | tao-classify | coco | pairs | folders (README: Bring your own data)."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Name of the imported dataset: becomes data.category.")],
     golden_pattern: Annotated[
@@ -168,7 +177,7 @@ def data_import(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     set_: SetOption = None,
 ) -> None:
-    """Check a TAO, COCO or golden/test-pairs folder and copy it into data/<format>/<name>, atomically."""
+    """Check a TAO, COCO, golden/test-pairs or class-folder source and copy it into data/<format>/<name>, atomically."""
     from components.data.importer import import_source
     from components.data.sources.options import SourceOptions
 
@@ -184,12 +193,15 @@ def data_import(
             images_dir=images_dir,
         )
         out_root = out or p.paths.data_dir / format_
-        found = import_source(format_, source, name, out_root, options, progress=True)
+        found = import_source(format_, source, name, out_root, options, progress=True, params_path=params)
+        families, overlay = found.pop("families"), found.pop("overlay")
         typer.echo(f"imported {out_root / name}: " + ", ".join(f"{k}={v}" for k, v in found.items()))
-        if found["lights"]:
-            typer.echo(f"lighting conditions found: {found['lights']} (data.lighting_conditions must be a subset)")
-        typer.echo(f"use it with: -S data.source={format_} -S data.category={name}  (or set them in params.yaml)")
-        typer.echo(f"version it with: dvc add {out_root / name}")
+        typer.echo("model families:")
+        for family, how in families.items():
+            typer.echo(f"  {family}: {how}")
+        typer.echo(f"wrote {overlay}: the settings this data implies, over {params}")
+        typer.echo(f"run it with: inspectops pipeline run --params {overlay}")
+        typer.echo(f"version the data with: dvc add {out_root / name}")
 
 
 @data_app.command("prepare")
@@ -367,7 +379,15 @@ def infer_segment(
         p = _load(params, set_)
         ckpt = checkpoint or model_dir(p, "segment") / "best.ckpt"
         written = infer(
-            ckpt, golden, test, out, p.data.image_size, p.segment.eval.threshold, p.segment.eval, image_threshold
+            ckpt,
+            golden,
+            test,
+            out,
+            p.data.image_size,
+            p.segment.eval.threshold,
+            p.segment.eval,
+            image_threshold,
+            tiling=p.data.tiling,
         )
         typer.echo(f"wrote {len(written)} mask(s) and overlay(s), and verdicts.csv, to {out}")
 

@@ -57,10 +57,40 @@ class SyntheticParams(_Section):
         return kinds
 
 
+class TilingParams(_Section):
+    """Native-resolution ChangeNet-Segmentation: train on tiles, predict by overlapping windows.
+
+    The segmentation dataset keeps each aligned pair at its own size (no resize); training draws
+    ``tile_size`` tiles from it and evaluation/inference slide windows with stride
+    ``tile_size - overlap`` and stitch one full-size probability map
+    (:mod:`components.models.changenet.tiling`).
+    """
+
+    tile_size: int = Field(256, ge=32, le=2048)
+    """Side of the square tile the segmentation model sees (its input and ONNX size)."""
+    overlap: int = Field(32, ge=0)
+    """Pixels two neighbouring windows share; averaged with a weight ramp when stitching."""
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_multiple_of_32(cls, size: int) -> int:
+        if size % 32:
+            raise ValueError(f"must be a multiple of 32 (the backbone's coarsest stride), got {size}")
+        return size
+
+    @model_validator(mode="after")
+    def _overlap_below_half(self) -> TilingParams:
+        if 2 * self.overlap >= self.tile_size:
+            raise ValueError(
+                f"overlap {self.overlap} must be below tile_size / 2 ({self.tile_size / 2:g}) so windows advance"
+            )
+        return self
+
+
 class DataParams(_Section):
     """Which raw category to use and how to split and resize it (TAO ChangeNet recipe)."""
 
-    source: Literal["synthetic", "mvtec", "tao-segment", "tao-classify", "coco", "pairs"] = "synthetic"
+    source: Literal["synthetic", "mvtec", "tao-segment", "tao-classify", "coco", "pairs", "folders"] = "synthetic"
     """Format of ``data/<source>/<category>``: see :mod:`components.data.sources` for what each feeds."""
     category: str = Field("transistor", pattern=r"^[A-Za-z0-9_\-]+$")
     image_size: int = Field(256, ge=32, le=2048)
@@ -72,6 +102,10 @@ class DataParams(_Section):
     lighting_conditions: tuple[str, ...] = LIGHTING_CONDITIONS
     workers: int | None = Field(None, ge=1, le=64)
     """Processes that prepare records in parallel; ``None``: one per core (at most 8)."""
+    tiling: TilingParams | None = None
+    """``None``: every dataset resized to ``image_size`` (the default). A section: the segmentation
+    dataset keeps native size and ChangeNet-Segmentation trains on tiles and predicts by sliding
+    windows; ``image_size`` still sizes the classify, COCO and CAM data."""
 
     @field_validator("lighting_conditions")
     @classmethod
@@ -552,6 +586,44 @@ class BenchmarkParams(_Section):
         return sizes
 
 
+FAMILIES: tuple[str, ...] = ("cam", "mal", "segment", "classify")
+"""The model families, in the order the pipeline runs them (``components/models/<family folder>``)."""
+
+
+class PipelineParams(_Section):
+    """Which model families the pipeline trains, and why the others do not apply.
+
+    ``inspectops data import`` writes both into the params overlay it proposes
+    (:mod:`components.data.support`): a family the data cannot feed is left out, with the reason
+    the closing summary shows (``not applicable: no masks and no boxes``).
+    """
+
+    families: tuple[Literal["cam", "mal", "segment", "classify"], ...] = FAMILIES
+    not_applicable: dict[str, str] = Field(default_factory=dict)
+    """``family -> reason`` for each family left out of ``families``."""
+
+    @field_validator("families")
+    @classmethod
+    def _distinct(cls, families: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(families)) != len(families):
+            raise ValueError(f"must name each family once; got {list(families)}")
+        return families
+
+    @field_validator("not_applicable")
+    @classmethod
+    def _known(cls, reasons: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(reasons) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown family(ies) {unknown}; families are {list(FAMILIES)}")
+        return reasons
+
+    def skip_reason(self, family: str) -> str | None:
+        """Why ``family`` does not run (``None``: it runs)."""
+        if family in self.families:
+            return None
+        return self.not_applicable.get(family) or f"not in pipeline.families {list(self.families)}"
+
+
 class TrackingParams(_Section):
     experiment: str = "inspectops"
     tracking_uri: str | None = None
@@ -578,6 +650,16 @@ class Params(_Section):
     quantize: QuantizeParams = QuantizeParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
+    pipeline: PipelineParams = PipelineParams()
+
+    @model_validator(mode="after")
+    def _families_fed(self) -> Params:
+        families = self.pipeline.families
+        if "segment" in families and self.segment.train.labels == "mal" and "mal" not in families:
+            raise ValueError("segment.train.labels: mal needs the mal family in pipeline.families")
+        if "mal" in families and self.mal.boxes == "cam" and "cam" not in families:
+            raise ValueError("mal.boxes: cam needs the cam family in pipeline.families")
+        return self
 
     @model_validator(mode="after")
     def _classify_fits_data(self) -> Params:
@@ -594,6 +676,11 @@ class Params(_Section):
             raise ValueError("segment.eval.image_threshold_split: test needs data.test_fraction > 0")
         if self.cam.eval.threshold_split == "test" and self.data.test_fraction <= 0:
             raise ValueError("cam.eval.threshold_split: test needs data.test_fraction > 0")
+        if self.data.tiling is not None and self.segment.train.labels == "mal":
+            raise ValueError(
+                "data.tiling trains on native-size masks; segment.train.labels: mal (masks at data.image_size) "
+                "is not supported with it (set labels: masks or tiling: null)"
+            )
         return self
 
     @property
@@ -654,17 +741,41 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
         raise ParamsError(_format_errors(error, source)) from None
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``-S key=value``)."""
+EXTENDS_KEY = "extends"
+"""Top-level key of a params overlay: the params file (relative to the overlay) it is merged over."""
+
+
+def read_raw_params(path: Path | str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a params file, with its ``extends:`` chain merged in (overlay keys win).
+
+    An overlay (``params.<name>.yaml`` written by ``inspectops data import``, or one of
+    ``infra/params/*.yaml`` given ``extends:``) holds only the keys that differ, so it stays
+    readable and picks up every later change to the base file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
+        chain = " <- ".join(str(p) for p in (*_seen, path))
+        raise ParamsError(f"{path}: params file not found" + (f" (extended by {chain})" if _seen else ""))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop(EXTENDS_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ParamsError(f"{path}: {EXTENDS_KEY} must be the path of a params file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*_seen, path)}:
+        raise ParamsError(f"{path}: {EXTENDS_KEY}: {base} makes a cycle")
+    return merge_overlay(read_raw_params(base_path, (*_seen, path)), raw)
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file (and its ``extends:`` base); ``overrides`` maps dotted keys to values."""
+    raw = read_raw_params(path)
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     return parse_params(raw, str(path))

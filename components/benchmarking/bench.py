@@ -251,7 +251,8 @@ def _time_model(
     from components.benchmarking.runtimes import load_runtime
 
     bench = params.benchmark
-    loaded = load_runtime(variant, model_path, params.data.image_size, bench.threads, seed=params.seed)
+    size = params.data.tiling.tile_size if params.data.tiling is not None else params.data.image_size  # model input
+    loaded = load_runtime(variant, model_path, size, bench.threads, seed=params.seed)
     records = []
     try:
         for batch in batch_sizes:

@@ -41,8 +41,12 @@ def image_size(profile: DataProfile) -> int:
 
 
 def wants_tiling(profile: DataProfile, support: dict[str, FamilySupport]) -> bool:
-    """Whether resizing would shrink the images more than :data:`TILE_WHEN` times (segmentation only)."""
-    return support["segment"].applies and profile.short_side > TILE_WHEN * MODEL_INPUT
+    """Whether resizing would shrink the images more than :data:`TILE_WHEN` times (segmentation only).
+
+    Only for painted masks: MAL's masks of boxes come at ``data.image_size``, which tiling does not take.
+    """
+    large = profile.short_side > TILE_WHEN * MODEL_INPUT
+    return large and support["segment"].applies and profile.masked_defects > 0
 
 
 def overlay_settings(

@@ -7,6 +7,8 @@ Reads ``data/<source>/<category>`` through its format's reader
 - ``segment/``: TAO Visual ChangeNet-Segmentation pairs (A test image, B golden, label mask);
 - ``classify/``: TAO Optical Inspection CSVs and per-light images with their goldens;
 - ``coco/``: COCO instances of the defects, for the mask auto-labeler;
+- ``image_labels/``: each split's images and image labels, for the CAM classifier on a source
+  without masks (class folders); with masks CAM reads ``segment/``;
 - ``split.json``: where every record went (and MVTec's golden pool), so a split can be audited;
 - ``manifest.json``: the source format and which datasets were written (validate reads it).
 
@@ -43,8 +45,15 @@ from PIL import Image
 
 from components.config import Params
 from components.data.coco import MIN_REGION_AREA, bbox_xywh, categories, category_ids, connected_regions, encode_rle
-from components.data.formats import CLASSIFY_COLUMNS, PASS_LABEL, DatasetLayout, classify_image_path, golden_image_paths
-from components.data.sources import read_source, source_format
+from components.data.formats import (
+    CLASSIFY_COLUMNS,
+    IMAGE_LABEL_COLUMNS,
+    PASS_LABEL,
+    DatasetLayout,
+    classify_image_path,
+    golden_image_paths,
+)
+from components.data.sources import IMAGE_LABELS, read_source, source_format
 from components.data.sources.common import assign_splits
 from components.data.sources.mvtec import LightingError
 from components.data.sources.records import DEFECT, GOOD, Instance, Record, SourceError, SourceIndex
@@ -74,6 +83,16 @@ def _resize_rgb(path: Path, size: int, resample: str) -> np.ndarray:
     return np.asarray(image)
 
 
+def _native_rgb(path: Path, size_hw: tuple[int, int] | None, resample: str) -> np.ndarray:
+    """Read as RGB at its own size (``data.tiling``), resized to ``size_hw`` only when that differs
+    (a golden brought to its test image's size)."""
+    pixels = read_image(path, mode="RGB")
+    if size_hw is None or pixels.shape[:2] == tuple(size_hw):
+        return pixels
+    height, width = size_hw
+    return np.asarray(Image.fromarray(pixels).resize((width, height), _RESAMPLE[resample]))
+
+
 def _read_mask(path: Path) -> np.ndarray:
     """Boolean mask at source size: 0/255 masks threshold at 127, 0/1 masks (TAO allows them) at 0."""
     pixels = read_image(path, mode="L")
@@ -85,6 +104,15 @@ def _resize_bool(mask: np.ndarray, size: int) -> np.ndarray:
     if mask.shape == (size, size):
         return mask
     image = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(image) > 127
+
+
+def _fit_bool(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """NEAREST to ``(height, width)`` (a native-size label that must match its test image)."""
+    if mask.shape == tuple(size_hw):
+        return mask
+    height, width = size_hw
+    image = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
     return np.asarray(image) > 127
 
 
@@ -118,6 +146,8 @@ class WriteContext:
     lights: tuple[str, ...]
     num_golden: int
     classes: tuple[str, ...]
+    native_segment: bool = False
+    """``data.tiling``: ``segment/`` keeps each pair at its test image's own size; the rest is resized."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,10 @@ class RecordResult:
     annotations: tuple[dict[str, Any], ...]
     skipped_regions: int
     classify_files: int
+    image_label: dict[str, str] | None = None
+    """The ``image_labels`` row: the classify input image (first light) and the label."""
+    boxes_only: bool = False
+    """A pair with boxes but no painted mask: listed in ``segment/list_boxes_only/`` (no label written)."""
 
 
 def _segment_targets(layout: DatasetLayout, record: Record) -> list[tuple[Path, Path]]:
@@ -171,12 +205,18 @@ def _classify_targets(layout: DatasetLayout, record: Record, ctx: WriteContext) 
     return writes
 
 
-def _coco_image_path(layout: DatasetLayout, record: Record) -> Path:
+def _coco_image_path(layout: DatasetLayout, record: Record, native_segment: bool = False) -> Path:
+    """The segmentation A image, or a resized copy under ``coco/images`` (no golden, or A kept native)."""
     return (
         layout.segment_image("A", record.name)
-        if record.golden is not None
+        if record.golden is not None and not native_segment
         else layout.coco / COCO_IMAGES_DIR / f"{record.name}.png"
     )
+
+
+def _is_native(layout: DatasetLayout, target: Path, ctx: WriteContext) -> bool:
+    """A target written at native size: segmentation A/B images under ``data.tiling``."""
+    return ctx.native_segment and target.parent in (layout.segment / "A", layout.segment / "B")
 
 
 def record_writes(record: Record, ctx: WriteContext) -> list[tuple[Path, Path]]:
@@ -185,8 +225,8 @@ def record_writes(record: Record, ctx: WriteContext) -> list[tuple[Path, Path]]:
     writes = []
     if "segment" in ctx.datasets or "coco" in ctx.datasets:
         writes += _segment_targets(layout, record)
-    if "coco" in ctx.datasets and record.golden is None:
-        writes.append((record.image, _coco_image_path(layout, record)))
+    if "coco" in ctx.datasets and (record.golden is None or ctx.native_segment):
+        writes.append((record.image, _coco_image_path(layout, record, ctx.native_segment)))
     if "classify" in ctx.datasets:
         writes += _classify_targets(layout, record, ctx)
     return writes
@@ -225,14 +265,26 @@ def _instance_annotation(
 def write_record(ctx: WriteContext, job: RecordJob) -> RecordResult:
     """Write the files ``job`` owns and compute the record's labels, row and COCO entries."""
     record, layout = job.record, DatasetLayout(ctx.root)
+    native_hw = None
+    if ctx.native_segment:
+        from components.imageio import image_size
+
+        width, height = image_size(record.image)
+        native_hw = (height, width)
     for source, target in job.encode:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_png(target, _resize_rgb(source, ctx.size, ctx.resample))
+        if _is_native(layout, target, ctx):
+            write_png(target, _native_rgb(source, native_hw, ctx.resample))
+        else:
+            write_png(target, _resize_rgb(source, ctx.size, ctx.resample))
     source_mask = _read_mask(record.mask) if record.mask is not None else None
     label = record.label or (DEFECT if source_mask is not None and source_mask.any() else GOOD)
     mask = _resize_bool(source_mask, ctx.size) if source_mask is not None else None
     in_segment = "segment" in ctx.datasets and record.golden is not None and record.masked
-    if in_segment:
+    if in_segment and native_hw is not None:
+        native = _fit_bool(source_mask, native_hw) if source_mask is not None else np.zeros(native_hw, dtype=bool)
+        write_png(layout.segment_image("label", record.name), native.astype(np.uint8) * 255)
+    elif in_segment:
         resized = mask if mask is not None else np.zeros((ctx.size, ctx.size), dtype=bool)
         write_png(layout.segment_image("label", record.name), resized.astype(np.uint8) * 255)
     coco_image, annotations, skipped = None, [], 0
@@ -256,18 +308,31 @@ def write_record(ctx: WriteContext, job: RecordJob) -> RecordResult:
         annotations=tuple(annotations),
         skipped_regions=skipped,
         classify_files=len(ctx.lights) * (1 + ctx.num_golden) if row else 0,
+        image_label=_image_label_row(layout, record, label, ctx) if IMAGE_LABELS in ctx.datasets else None,
+        boxes_only=_boxes_only(record, ctx),
     )
+
+
+def _boxes_only(record: Record, ctx: WriteContext) -> bool:
+    """A pair with boxes but no painted mask: kept out of the segment lists, listed as boxes-only."""
+    return "segment" in ctx.datasets and record.golden is not None and bool(record.instances) and not record.masked
+
+
+def _image_label_row(layout: DatasetLayout, record: Record, label: str, ctx: WriteContext) -> dict[str, str]:
+    """The record's test image as the classify set holds it (under the first light) and its label."""
+    image = classify_image_path(layout.classify_images, f"{INPUT_DIR}/{record.name}", record.name, ctx.lights[0])
+    return {"name": record.name, "image": image.relative_to(layout.root).as_posix(), "label": label}
 
 
 def _coco_entries(
     record: Record, label: str, mask: np.ndarray | None, layout: DatasetLayout, ctx: WriteContext
 ) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     image: dict[str, Any] = {
-        "file_name": _coco_image_path(layout, record).relative_to(layout.root).as_posix(),
+        "file_name": _coco_image_path(layout, record, ctx.native_segment).relative_to(layout.root).as_posix(),
         "width": ctx.size,
         "height": ctx.size,
     }
-    if record.golden is not None:
+    if record.golden is not None and not ctx.native_segment:  # a native-size B would not match the image
         image["golden_file_name"] = layout.segment_image("B", record.name).relative_to(layout.root).as_posix()
     if record.instances:
         with Image.open(record.image) as source:
@@ -299,10 +364,13 @@ def plan_jobs(records: Sequence[Record], ctx: WriteContext) -> tuple[list[Record
     """Give each source image to the first record that needs it; the later targets are copies."""
     first: dict[Path, Path] = {}
     jobs, copies = [], []
+    layout = DatasetLayout(ctx.root)
     for record in records:
         encode = []
         for source, target in record_writes(record, ctx):
-            if source in first:
+            if _is_native(layout, target, ctx):  # its own size, never shared with a resized copy
+                encode.append((source, target))
+            elif source in first:
                 copies.append((first[source], target))
             else:
                 first[source] = target
@@ -365,10 +433,16 @@ class _SplitOutputs:
     images: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
     skipped_regions: int = 0
+    image_labels: list[dict[str, str]] = field(default_factory=list)
+    boxes_only: list[str] = field(default_factory=list)
 
     def add(self, result: RecordResult) -> None:
         if result.in_segment:
             self.names.append(result.name)
+        if result.boxes_only:
+            self.boxes_only.append(result.name)
+        if result.image_label is not None:
+            self.image_labels.append(result.image_label)
         if result.row is not None:
             self.rows.append(result.row)
         if result.coco_image is not None:
@@ -384,11 +458,13 @@ def _write_list(path: Path, names: list[str]) -> None:
         handle.writelines(f"{name}.png\n" for name in sorted(names))
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+def _write_csv(
+    path: Path, rows: list[dict[str, str]], columns: Sequence[str] = CLASSIFY_COLUMNS, key: str = "object_name"
+) -> None:
     with atomic_file(path, mode="w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CLASSIFY_COLUMNS), lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda row: row["object_name"]))
+        writer.writerows(sorted(rows, key=lambda row: row[key]))
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -401,8 +477,12 @@ def _write_json(path: Path, payload: Any) -> None:
 def _write_split_files(layout: DatasetLayout, split: str, out: _SplitOutputs, ctx: WriteContext, category: str) -> None:
     if "segment" in ctx.datasets:
         _write_list(layout.segment_list(split), out.names)
+        if out.boxes_only:  # only when there are some: other sources' datasets stay byte-identical
+            _write_list(layout.segment_boxes_only_list(split), out.boxes_only)
     if "classify" in ctx.datasets:
         _write_csv(layout.classify_csv(split), out.rows)
+    if IMAGE_LABELS in ctx.datasets:
+        _write_csv(layout.image_labels_csv(split), out.image_labels, IMAGE_LABEL_COLUMNS, key="name")
     if "coco" in ctx.datasets:
         _write_json(
             layout.coco_json(split),
@@ -465,6 +545,10 @@ def summarize(
     if index.format not in ("mvtec", "synthetic"):
         summary["data/records"] = len(results)
         summary["segment/unlabelled"] = sum(not r.in_segment for r in results) if "segment" in _datasets(index) else 0
+        summary["segment/boxes_only"] = sum(r.boxes_only for r in results)
+    if IMAGE_LABELS in source_format(index.format).written:
+        for split in SPLIT_NAMES:
+            summary[f"image_labels/{split}_rows"] = len(outputs[split].image_labels) if split in outputs else 0
     return dict(sorted(summary.items()))
 
 
@@ -497,7 +581,7 @@ def prepare_datasets(params: Params, progress: bool = False) -> dict[str, int]:
     records = assign_splits(index.records, params.seed, data.val_fraction, data.test_fraction)
     splits = output_splits(data.test_fraction, records)
     records = tuple(sorted((r for r in records if r.split in splits), key=lambda r: r.name))
-    datasets = source_format(params.data.source).datasets
+    datasets = source_format(params.data.source).written
     with atomic_dir(params.datasets_dir) as staging:
         ctx = WriteContext(
             root=staging,
@@ -507,6 +591,7 @@ def prepare_datasets(params: Params, progress: bool = False) -> dict[str, int]:
             lights=tuple(data.lighting_conditions),
             num_golden=data.num_golden,
             classes=index.classes,
+            native_segment=data.tiling is not None,
         )
         jobs, copies = plan_jobs(records, ctx)
         workers = worker_count(data.workers, len(jobs))

@@ -135,5 +135,20 @@ class OnnxSegmentModel(OnnxModel):
             primary_output=FINAL_OUTPUT,
         )
 
+    def predict_full(
+        self,
+        test: np.ndarray | torch.Tensor,
+        golden: np.ndarray | torch.Tensor,
+        tile: int,
+        overlap: int,
+        batch: int = 8,
+    ) -> torch.Tensor:
+        """Full-size ``(H, W)`` change probability of one pair of any size, for a tile-sized graph
+        (``data.tiling``; the sidecar's ``tiling``): windows run ``batch`` at a time and are stitched
+        by :func:`components.models.changenet.tiling.predict_tiled`, the code evaluation uses."""
+        from components.models.changenet.tiling import predict_tiled
+
+        return predict_tiled(self, test, golden, tile, overlap, batch)
+
 
 __all__ = ["FINAL_OUTPUT", "OnnxModel", "OnnxRuntimeError", "OnnxSegmentModel", "create_session"]

@@ -46,9 +46,11 @@ class Stage:
     only_for_source: str | None = None
     family: str | None = None
     """Model family the entrypoint works on; passed as ``family=`` (the shared stages take one)."""
+    part_of: str | None = None
+    """Model family a family-specific stage belongs to (``label_cam``); ``family`` implies it."""
     datasets: tuple[str, ...] = ()
-    """Prepared datasets the stage reads (``segment``, ``classify``, ``coco``): a source format that
-    cannot feed all of them (``components.data.sources``) skips the stage in the Prefect flow."""
+    """Prepared datasets the stage reads (``segment``, ``classify``, ``coco``, ``image_labels``): a source
+    format that cannot feed all of them (``components.data.sources``) skips the stage in the Prefect flow."""
     retries: int = 0
     reports: tuple[str, ...] = ()
     """Markdown files the flow publishes as Prefect artifacts after the stage ran."""
@@ -61,6 +63,11 @@ class Stage:
         function = getattr(importlib.import_module(module_name), attr)
         return functools.partial(function, family=self.family) if self.family else function
 
+    @property
+    def model_family(self) -> str | None:
+        """The family whose stages this one is (``None``: a data stage every family needs)."""
+        return self.family or self.part_of
+
     def applies_to(self, params: Params) -> bool:
         return self.skip_reason(params) is None
 
@@ -70,6 +77,8 @@ class Stage:
 
         if self.only_for_source is not None and self.only_for_source != params.data.source:
             return f"only for data.source {self.only_for_source}"
+        if self.model_family is not None and (reason := params.pipeline.skip_reason(self.model_family)):
+            return reason
         fed = source_format(params.data.source).datasets
         missing = [dataset for dataset in self.datasets if dataset not in fed]
         if missing:
@@ -143,7 +152,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops train cam",
         entrypoint="components.pipeline.steps:train",
         family="cam",
-        datasets=("segment",),
+        datasets=("image_labels",),
         description="Train the CAM classifier on image labels (class-weighted CE), best checkpoint on val AUROC.",
         deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/cam", "components/training"),
         params=("seed", "train_seed", "cam.model", "cam.train", "cam.input_size"),
@@ -156,7 +165,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops evaluate cam",
         entrypoint="components.pipeline.steps:evaluate",
         family="cam",
-        datasets=("segment",),
+        datasets=("image_labels",),
         description="Accuracy, balanced accuracy, AUROC; CAM box IoU against the true defect box; heatmap overlays.",
         deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/evaluation"),
         params=("cam.eval",),
@@ -166,6 +175,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="label_cam",
+        part_of="cam",
         command="inspectops label cam --pipeline",
         entrypoint="components.pipeline.steps:label_cam",
         datasets=("segment",),
@@ -181,7 +191,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops export cam",
         entrypoint="components.pipeline.steps:export",
         family="cam",
-        datasets=("segment",),
+        datasets=("image_labels",),
         description="ONNX export (image -> heatmap, logits; dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/cam", DATASETS, *_MODEL_CODE, "components/models/cam", "components/export"),
         params=("export", "cam.eval"),
@@ -194,7 +204,7 @@ STAGES: tuple[Stage, ...] = (
         command="inspectops register cam",
         entrypoint="components.pipeline.steps:register",
         family="cam",
-        datasets=("segment",),
+        datasets=("image_labels",),
         description="Register in MLflow (inspectops-cam); champion only if its val AUROC is at least the champion's.",
         deps=(f"{METRICS}/cam.json", f"{MODELS}/cam", "components/registry.py"),
         params=("cam.registered_model",),
@@ -239,6 +249,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="label_mal",
+        part_of="mal",
         command="inspectops label mal --pipeline",
         entrypoint="components.pipeline.steps:label_mal",
         datasets=("coco", "segment"),  # boxes from the COCO file, one mask per segmentation train pair
@@ -306,7 +317,15 @@ STAGES: tuple[Stage, ...] = (
         family="segment",
         datasets=("segment",),
         description="Pixel, per-defect and image metrics on val; PR curve and overlays.",
-        deps=(DATASETS, f"{MODELS}/segment", *_MODEL_CODE, "components/models/changenet", "components/evaluation"),
+        # LABELS_MAL: with segment.train.labels: mal, boxes-only val pairs are judged on MAL's masks of their boxes
+        deps=(
+            DATASETS,
+            LABELS_MAL,
+            f"{MODELS}/segment",
+            *_MODEL_CODE,
+            "components/models/changenet",
+            "components/evaluation",
+        ),
         params=("segment.eval",),
         outs=(f"{PLOTS}/segment",),
         metrics=(f"{METRICS}/segment.json",),
@@ -336,6 +355,7 @@ STAGES: tuple[Stage, ...] = (
             f"{MODELS}/segment",
             f"{DEPLOY}/segment_fp32.onnx",
             DATASETS,
+            LABELS_MAL,
             *_MODEL_CODE,
             "components/models/changenet",
             "components/quantization",

@@ -24,6 +24,12 @@ def prepare(params: Params) -> dict[str, float]:
     from components.data.prepare import prepare_datasets
 
     counts = prepare_datasets(params, progress=True)
+    if counts.get("segment/boxes_only") and params.segment.train.labels != "mal":
+        print(
+            f"prepare: {counts['segment/boxes_only']} pair(s) have boxes but no painted mask; they stay out of "
+            "segmentation training (segment/list_boxes_only/). MAL can turn their boxes into masks: set "
+            "segment.train.labels: mal to train ChangeNet-Segmentation on them (label_mal writes the masks)."
+        )
     metrics = {key: float(value) for key, value in counts.items()}
     write_json(params.metrics_dir / "data.json", metrics)
     return metrics

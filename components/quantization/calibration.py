@@ -62,12 +62,20 @@ class CalibrationSet:
 
 
 def segment_calibration(
-    datasets_dir: Path | str, count: int, seed: int, split: str = CALIBRATION_SPLIT
+    datasets_dir: Path | str, count: int, seed: int, split: str = CALIBRATION_SPLIT, tile: int | None = None
 ) -> CalibrationSet:
-    """ChangeNet-Segmentation's calibration: ``count`` seeded train pairs, un-augmented."""
+    """ChangeNet-Segmentation's calibration: ``count`` seeded train pairs, un-augmented.
+
+    ``tile`` (``data.tiling``): each native-size pair gives one seeded ``tile``-sized crop, the
+    exported model's input size."""
     dataset = ChangeSegmentDataset(datasets_dir, split, augment=None, seed=seed)
     indices = calibration_indices(len(dataset), count, seed)
     items = [dataset[i] for i in indices]
+    if tile is not None:
+        from components.models.changenet.tiling import sample_tile
+
+        rng = np.random.default_rng([int(seed), CALIBRATION_STREAM, 1])
+        items = [sample_tile(item, tile, tuple(rng.random(2))) for item in items]
     return CalibrationSet(
         (torch.stack([it["test"] for it in items]), torch.stack([it["golden"] for it in items])),
         ONNX_INPUT_NAMES,

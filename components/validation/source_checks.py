@@ -41,11 +41,13 @@ FLAGS = ("files_ok", "sizes_agree", "mask_binary", "box_nonempty", "box_inside",
 
 @dataclass(frozen=True)
 class FileProbe:
-    """One full decode: ``(width, height)`` or the reason it failed; masks also report binarity."""
+    """One full decode: ``(width, height)`` or the reason it failed; masks also report binarity and content."""
 
     size: tuple[int, int] | None
     error: str | None = None
     binary: bool | None = None
+    foreground: bool | None = None
+    """Masks: whether any pixel is set (a pair whose mask is empty is a good part)."""
 
 
 def probe(path: Path, as_mask: bool = False) -> FileProbe:
@@ -55,11 +57,12 @@ def probe(path: Path, as_mask: bool = False) -> FileProbe:
         pixels = read_image(path, mode="L" if as_mask else None)
     except ImageReadError as error:
         return FileProbe(None, str(error))
-    binary = None
+    binary = foreground = None
     if as_mask:
-        values = np.unique(pixels)
-        binary = bool(set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1})
-    return FileProbe((pixels.shape[1], pixels.shape[0]), binary=binary)
+        values = set(np.unique(pixels).tolist())
+        binary = bool(values <= {0, 255} or values <= {0, 1})
+        foreground = bool(values - {0})
+    return FileProbe((pixels.shape[1], pixels.shape[0]), binary=binary, foreground=foreground)
 
 
 def probe_all(
@@ -180,15 +183,18 @@ def source_suite(fmt: str) -> gx.ExpectationSuite:
 
 def check_source(
     index: SourceIndex, classes: tuple[str, ...] = (), advance: Callable[[], None] = lambda: None
-) -> tuple[DatasetOutcome, list[str]]:
-    """Run the format's suite on the source's table; return the outcome and its failure lines."""
+) -> tuple[DatasetOutcome, list[str], dict[tuple[Path, bool], FileProbe]]:
+    """Run the format's suite on the source's table; return the outcome, its failure lines and every file's probe.
+
+    The probes (sizes, mask content) let import profile the data without decoding it twice.
+    """
     probes = probe_all(index, advance=advance)
     frame = source_table(index, probes, classes)
     with _quiet_gx(), tempfile.TemporaryDirectory() as docs:
         context = _gx_context(Path(docs))
         check = _Check(f"source_{index.format}", source_suite(index.format), index.root, SOURCE_UNIT, frame=frame)
         outcome = _run_check(context, check)
-    return outcome, failure_lines(outcome)
+    return outcome, failure_lines(outcome), probes
 
 
 def count_files(index: SourceIndex) -> int:

@@ -134,8 +134,20 @@ def classify_files_suite(size: int) -> gx.ExpectationSuite:
     )
 
 
-def segment_list_suite(size: int) -> gx.ExpectationSuite:
-    """Every list entry has its A/B/label triple, decodable, square, with a 0/255 mask."""
+def _same_size(detail_column: str) -> list[Expectation]:
+    """Native-size segmentation (``data.tiling``): any size, but A, B and label of a pair alike."""
+    return [
+        gx.expectations.ExpectColumnValuesToBeInSet(
+            column=detail_column,
+            value_set=[""],
+            notes="With data.tiling a pair keeps its own size; its test, golden and mask must share it.",
+            meta=_detail(detail_column, "not the size of the pair's test image:"),
+        )
+    ]
+
+
+def segment_list_suite(size: int | None) -> gx.ExpectationSuite:
+    """Every list entry has its A/B/label triple, decodable, square (``size``; ``None``: of one size), with a 0/255 mask."""
     presence = [
         _must_be(
             f"in_{kind}",
@@ -154,7 +166,7 @@ def segment_list_suite(size: int) -> gx.ExpectationSuite:
             ),
             *presence,
             _decodable(),
-            *_square(size, "wrong_size_files"),
+            *(_square(size, "wrong_size_files") if size is not None else _same_size("wrong_size_files")),
             _must_be(
                 "mask_binary",
                 True,

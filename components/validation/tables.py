@@ -190,16 +190,19 @@ def _join(items: Iterable[object]) -> str:
     return DETAIL_SEPARATOR.join(str(item) for item in items)
 
 
-def _row_image_facts(probes: Sequence[ImageProbe], size: int) -> dict[str, object]:
+def _row_image_facts(probes: Sequence[ImageProbe], size: int | None) -> dict[str, object]:
     """Decodability and size of a row's files, with the names of the files at fault.
 
     ``image_width``/``image_height`` hold the first size that is not ``size`` (else the
     common size), so a single odd file makes the row fail; they are None when no file
     of the row could be decoded, which the presence/decodability checks report instead.
+    ``size`` ``None`` (native-size segmentation, ``data.tiling``): the files at fault are those
+    whose size differs from the row's first file.
     """
     present = [p for p in probes if p.exists]
     decoded = [p for p in present if p.decodable]
-    wrong = [p for p in decoded if (p.width, p.height) != (size, size)]
+    expected = (size, size) if size is not None else ((decoded[0].width, decoded[0].height) if decoded else None)
+    wrong = [p for p in decoded if (p.width, p.height) != expected]
     reference = wrong[0] if wrong else (decoded[0] if decoded else None)
     return {
         "image_decodable": all(p.decodable for p in present),
@@ -331,7 +334,7 @@ _SEGMENT_COLUMNS = (
 
 
 def _segment_row(
-    name: str, layout: DatasetLayout, size: int, prober: ImageProber, elsewhere: Sequence[str]
+    name: str, layout: DatasetLayout, size: int | None, prober: ImageProber, elsewhere: Sequence[str]
 ) -> dict[str, object]:
     probes = {kind: prober.probe(layout.segment_image(kind, name), as_mask=kind == "label") for kind in SEGMENT_KINDS}
     mask = probes["label"]
@@ -352,11 +355,12 @@ def _segment_row(
 def segment_table(
     entries: pd.DataFrame,
     layout: DatasetLayout,
-    size: int,
+    size: int | None,
     prober: ImageProber,
     other_lists: Mapping[str, set[str]],
 ) -> pd.DataFrame:
-    """One row per list entry: are A, B and label there, decodable, ``size`` square, mask 0/255?
+    """One row per list entry: are A, B and label there, decodable, ``size`` square (``None``: of one
+    size, ``data.tiling``), mask 0/255?
 
     ``other_lists`` maps each *other* split's list file name to its entries, so that an
     entry shared between splits (train/val leakage) is flagged on the row itself.

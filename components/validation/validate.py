@@ -191,7 +191,8 @@ def plan_checks(params: Params, layout: DatasetLayout, prober: ImageProber) -> l
     size = params.data.image_size
     label_suite = classify_csv_suite(known_defect_kinds(params.raw_category_dir) or _manifest_classes(layout))
     files_suite = classify_files_suite(size)
-    segment_suite = segment_list_suite(size)
+    segment_size = None if params.data.tiling is not None else size  # tiling: native sizes, each pair alike
+    segment_suite = segment_list_suite(segment_size)
     from components.data.prepare import prepared_datasets
 
     written = prepared_datasets(layout.root)
@@ -200,7 +201,7 @@ def plan_checks(params: Params, layout: DatasetLayout, prober: ImageProber) -> l
         for split in _splits(layout.classify_csv):
             checks += _classify_checks(params, layout, split, prober, label_suite, files_suite)
     if "segment" in written:
-        checks += _segment_checks(layout, size, prober, segment_suite)
+        checks += _segment_checks(layout, segment_size, prober, segment_suite)
     return checks
 
 
@@ -252,7 +253,9 @@ def _classify_checks(
     return [csv_check, files_check]
 
 
-def _segment_checks(layout: DatasetLayout, size: int, prober: ImageProber, suite: gx.ExpectationSuite) -> list[_Check]:
+def _segment_checks(
+    layout: DatasetLayout, size: int | None, prober: ImageProber, suite: gx.ExpectationSuite
+) -> list[_Check]:
     """Read every list first: disjointness needs all splits before any table is built."""
     entries: dict[str, pd.DataFrame | DatasetFileError] = {}
     for split in _splits(layout.segment_list):

@@ -32,7 +32,8 @@ from tests.source_fixtures import write_class_folders
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-ONE_SEGMENT_EPOCH = {**TINY_SEGMENT, "train": {**TINY_SEGMENT["train"], "epochs": 1}}
+ONE_SEGMENT_EPOCH = {**TINY_SEGMENT, "train": {**TINY_SEGMENT["train"], "epochs": 1, "limit_train_batches": 8}}
+"""One short epoch: a megapixel pair alone holds some 40 tiles, each epoch would see them all."""
 QUICK_BENCHMARK = {"batch_sizes": [1], "warmup_seconds": 0.0, "duration_seconds": 0.05, "min_iterations": 1}
 
 Source = tuple[str, Path, SourceOptions]
@@ -50,7 +51,7 @@ def _boxes_only(root: Path) -> Source:
 
 
 def _megapixel(root: Path) -> Source:
-    write_megapixel(root, n_train=4, n_val=3, size=(1600, 1200))
+    write_megapixel(root, n_train=3, n_val=2, size=(1728, 1296))  # 2.2 megapixels, defects 2-5 px wide
     return "tao-segment", root, SourceOptions()
 
 

@@ -64,7 +64,7 @@ def test_families_left_out_are_skipped_with_their_reason(tmp_path: Path) -> None
 
 
 def test_families_must_be_known_and_feed_each_other(tmp_path: Path) -> None:
-    with pytest.raises(ParamsError, match="pipeline.families"):
+    with pytest.raises(ParamsError, match=r"pipeline\.families"):
         load_params(write_params(tmp_path, pipeline={"families": ["segment", "wafer"]}))
     with pytest.raises(ParamsError, match="labels: mal needs the mal family"):
         load_params(write_params(tmp_path, pipeline={"families": ["segment"]}, segment={"train": {"labels": "mal"}}))
@@ -82,7 +82,7 @@ def test_a_format_that_cannot_feed_a_family_gives_that_reason(tmp_path: Path) ->
 # ---------------------------------------------------------------- import writes the overlay
 
 
-def _import(tmp_path: Path, fmt: str, written, **params_sections) -> tuple[dict, dict]:  # noqa: ANN001
+def _import(tmp_path: Path, fmt: str, written, **params_sections) -> tuple[dict, dict]:
     base = write_params(tmp_path / "project", **params_sections)
     found = import_source(
         fmt, written.root, "line", tmp_path / "project" / "data" / fmt, written.options, params_path=base
@@ -156,3 +156,10 @@ def test_class_folders_get_goldens_from_good_so_the_classifier_applies(tmp_path:
     assert raw["pipeline"]["families"] == ["cam", "classify"]
     assert raw["pipeline"]["not_applicable"] == {"mal": "no boxes and no masks", "segment": "no masks and no boxes"}
     assert found["families"]["classify"].startswith("PASS/defect labels")
+
+
+def test_large_boxes_only_pairs_are_resized_since_mal_masks_come_at_image_size(tmp_path: Path) -> None:
+    written = write_pairs(tmp_path / "src", n_good=3, n_boxed=4, n_masked=0, n_both=0, size=(640, 640))
+    _, raw = _import(tmp_path, "pairs", written)
+    assert raw["segment"]["train"] == {"labels": "mal"}
+    assert raw["data"]["image_size"] == 256 and "tiling" not in raw["data"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from components.config import AugmentParams
+from components.config import AugmentParams, TilingParams
 from components.data.formats import SEGMENT_KINDS, SPLITS, DatasetLayout, read_segment_list
 from components.imageio import ImageReadError, read_image, read_mask
 
@@ -45,6 +45,7 @@ CROP_ASPECT = (3 / 4, 4 / 3)
 
 # Stream tags keep the shuffle order and the per-sample augmentation independent.
 _SHUFFLE_STREAM, _AUGMENT_STREAM, _DEFECT_STREAM, _GOOD_STREAM = 0, 1, 2, 3
+_TILE_STREAM = 4  # where a training tile lies (data.tiling)
 
 # Uniform draws per sample, in a fixed order, so one decision never shifts another.
 _GEOMETRIC_DRAWS = 9
@@ -152,9 +153,14 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
         augment: AugmentParams | None = None,
         seed: int = 0,
         mask_dir: Path | str | None = None,
+        pseudo_mask_dir: Path | str | None = None,
     ) -> None:
         """``mask_dir``: read each sample's mask as ``<mask_dir>/<name>.png`` instead of the prepared
-        label (e.g. the masks MAL made from boxes, ``segment.train.labels: mal``)."""
+        label (e.g. the masks MAL made from boxes, ``segment.train.labels: mal``).
+        ``pseudo_mask_dir``: the split's boxes-only pairs (``segment/list_boxes_only/<split>.txt``: boxes,
+        no painted mask) join it, their masks read from ``<pseudo_mask_dir>/<name>.png`` (MAL's masks of
+        their boxes); :attr:`pseudo_names` says which. ``None``: they stay out, as a painted-mask
+        split never learns or judges pixels nobody drew."""
         if split not in SPLITS:
             raise SegmentDataError(f"split must be one of {SPLITS}, got {split!r}")
         self.layout = DatasetLayout(Path(root))
@@ -167,6 +173,12 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
         if not list_path.is_file():
             raise SegmentDataError(f"{list_path}: split list not found (run the prepare stage first)")
         self.names = read_segment_list(list_path)
+        self.pseudo_mask_dir = Path(pseudo_mask_dir) if pseudo_mask_dir is not None else None
+        boxes_only = self.layout.segment_boxes_only_list(split)
+        self.pseudo_names: frozenset[str] = frozenset(
+            read_segment_list(boxes_only) if self.pseudo_mask_dir is not None and boxes_only.is_file() else ()
+        )
+        self.names += sorted(self.pseudo_names)
         if not self.names:
             raise SegmentDataError(f"{list_path}: lists no samples")
         # Check every file now: a missing one should stop the run before training, not mid-epoch.
@@ -188,6 +200,8 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
     def _path(self, kind: str, name: str) -> Path:
         if kind == SEGMENT_KINDS[2] and self.mask_dir is not None:
             return self.mask_dir / f"{name}.png"
+        if kind == SEGMENT_KINDS[2] and name in self.pseudo_names and self.pseudo_mask_dir is not None:
+            return self.pseudo_mask_dir / f"{name}.png"
         return self.layout.segment_image(kind, name)
 
     def has_change(self) -> list[bool]:
@@ -228,6 +242,103 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
             test = augment_photometric(test, self.augment, generator)
             golden = augment_photometric(golden, self.augment, generator)
         return {"test": test, "golden": golden, "mask": mask, "name": self.names[index]}
+
+
+class TiledSegmentDataset(Dataset[dict[str, Any]]):
+    """Training tiles of ``tiling.tile_size`` drawn from a split kept at native size (``data.tiling``).
+
+    **Epoch.** Image ``i`` (``H x W``) owns ``ceil(H * W / tile^2)`` slots
+    (:func:`~components.models.changenet.tiling.tiles_per_image`), so an epoch draws about as many
+    tile pixels as the split has pixels: each image's area is seen about once per epoch, and a
+    larger image gets proportionally more steps. A key ``(epoch, slot)`` is one tile.
+
+    **Where a tile lies**, drawn from a generator seeded by ``(seed, epoch, slot)``: with
+    ``focus_defects`` (``segment.train.defect_share`` set) a slot of a defective image gives a tile
+    centred on one of its change pixels (picked at random, then shifted by up to a quarter tile), so
+    :class:`DefectShareSampler` over :meth:`has_change` sets the share of tiles that hold a defect;
+    slots of good images, and every slot without ``focus_defects``, give a uniformly placed tile.
+    The tile is then augmented like a whole pair (:func:`augment_geometric`, :func:`augment_photometric`).
+
+    Decoded pairs are kept in memory up to ``cache_bytes`` (a multi-megapixel PNG takes tens of
+    milliseconds to decode, and every epoch reads each image many times).
+    """
+
+    def __init__(
+        self, base: ChangeSegmentDataset, tiling: TilingParams, focus_defects: bool = False, cache_bytes: int = 2 << 30
+    ) -> None:
+        from components.imageio import image_size
+        from components.models.changenet.tiling import tiles_per_image
+
+        self.base = base
+        self.tile = int(tiling.tile_size)
+        self.focus_defects = focus_defects
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
+        self.sizes: list[tuple[int, int]] = []
+        for name in base.names:
+            try:
+                width, height = image_size(base._path(SEGMENT_KINDS[0], name))
+            except ImageReadError as error:
+                raise SegmentDataError(str(error)) from None
+            self.sizes.append((height, width))
+        self.slots: list[int] = [
+            index for index, (h, w) in enumerate(self.sizes) for _ in range(tiles_per_image(h, w, self.tile))
+        ]
+        self.epoch = 0
+
+    @property
+    def names(self) -> list[str]:
+        return self.base.names
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def has_change(self) -> list[bool]:
+        """Per slot, whether its image's mask marks any change (what :class:`DefectShareSampler` splits on)."""
+        per_image = self.base.has_change()
+        return [per_image[index] for index in self.slots]
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if index in self._cache:
+            return self._cache[index]
+        arrays = self.base.load(index)
+        size = sum(a.nbytes for a in arrays)
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[index] = arrays
+            self._cached_bytes += size
+        return arrays
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        from components.models.changenet.tiling import crop_tile, tile_box
+
+        epoch, slot = key if isinstance(key, tuple) else (self.epoch, key)
+        slot = int(slot)
+        index = self.slots[slot]
+        test_np, golden_np, mask_np = self._load(index)
+        tile = self.tile
+        height, width = max(mask_np.shape[0], tile), max(mask_np.shape[1], tile)
+        generator = _generator(self.base.seed, _TILE_STREAM, epoch, slot)
+        draws = torch.rand(3, generator=generator)
+        centre = None
+        if self.focus_defects:
+            change = np.flatnonzero(mask_np)
+            if change.size:
+                pick = int(change[min(int(float(draws[2]) * change.size), change.size - 1)])
+                centre = divmod(pick, mask_np.shape[1])
+        top, left = tile_box(height, width, tile, (float(draws[0]), float(draws[1])), centre)
+        test = _to_chw_float(crop_tile(test_np, top, left, tile))
+        golden = _to_chw_float(crop_tile(golden_np, top, left, tile))
+        mask = torch.from_numpy(crop_tile(mask_np, top, left, tile).astype(np.int64))
+        if self.base.augment is not None:
+            augment = _generator(self.base.seed, _AUGMENT_STREAM, epoch, slot)
+            test, golden, mask = augment_geometric(test, golden, mask, self.base.augment, augment)
+            test = augment_photometric(test, self.base.augment, augment)
+            golden = augment_photometric(golden, self.base.augment, augment)
+        return {"test": test, "golden": golden, "mask": mask, "name": self.base.names[index]}
 
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):
@@ -303,6 +414,27 @@ class DefectShareSampler(EpochSeededSampler):
 # ------------------------------------------------------------------------------ data module
 
 
+def pseudo_mask_dirs(params: Any) -> dict[str, Path]:
+    """``split -> folder`` of MAL's masks of the boxes-only pairs, with ``segment.train.labels: mal``.
+
+    Boxes-only pairs (boxes, no painted mask) then train on MAL's masks of their train boxes and are
+    judged, on val and test, against MAL's masks of their drawn boxes: pseudo-truth, which the
+    evaluation flags (``truth/mal_pseudo_pairs``). With ``labels: masks`` (``{}``) they stay out.
+    """
+    if params.segment.train.labels != "mal":
+        return {}
+    from components.labeling.pipeline import mal_pseudo_mask_dir
+
+    return {split: mal_pseudo_mask_dir(params, split) for split in SPLITS}
+
+
+def open_split(params: Any, split: str) -> ChangeSegmentDataset:
+    """``split`` un-augmented, as evaluation judges it: painted masks, and MAL's for boxes-only pairs."""
+    return ChangeSegmentDataset(
+        params.datasets_dir, split, augment=None, seed=params.seed, pseudo_mask_dir=pseudo_mask_dirs(params).get(split)
+    )
+
+
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
     """The loader every ChangeNet data module uses: order from ``sampler`` (or none), workers kept alive."""
     return DataLoader(
@@ -334,22 +466,31 @@ class SegmentDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         train_mask_dir: Path | str | None = None,
         defect_share: float | None = None,
+        tiling: TilingParams | None = None,
+        pseudo_mask_dirs: dict[str, Path] | None = None,
     ) -> None:
         """``train_mask_dir``: train on these masks instead of the prepared ones (val and test always
         use the prepared true masks, so models trained either way are judged alike).
+        ``pseudo_mask_dirs``: ``split -> folder`` of MAL's masks of that split's boxes-only pairs, which
+        then join it (:class:`ChangeSegmentDataset`'s ``pseudo_mask_dir``; :func:`pseudo_mask_dirs`).
         ``defect_share``: draw this share of each epoch from the defective pairs
-        (:class:`DefectShareSampler`); ``None`` shuffles every pair once."""
+        (:class:`DefectShareSampler`); ``None`` shuffles every pair once.
+        ``tiling``: train on :class:`TiledSegmentDataset` tiles (``defect_share`` then counts tiles
+        centred on a change); val and test yield whole native-size pairs one at a time, which the
+        module judges by sliding windows."""
         super().__init__()
+        self.tiling = tiling
         self.defect_share = defect_share
         self.root = Path(root)
         self.train_mask_dir = train_mask_dir
+        self.pseudo_mask_dirs = dict(pseudo_mask_dirs or {})
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
         self.seed = seed
         self.eval_batch_size = eval_batch_size or batch_size
         self.layout = DatasetLayout(self.root)
-        self.train_set: ChangeSegmentDataset | None = None
+        self.train_set: ChangeSegmentDataset | TiledSegmentDataset | None = None
         self.val_set: ChangeSegmentDataset | None = None
         self.test_set: ChangeSegmentDataset | None = None
 
@@ -360,13 +501,21 @@ class SegmentDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the splits the stage needs; each checks its files once here."""
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = ChangeSegmentDataset(self.root, "train", self.augment, self.seed, self.train_mask_dir)
+            self.train_set = ChangeSegmentDataset(
+                self.root, "train", self.augment, self.seed, self.train_mask_dir, self.pseudo_mask_dirs.get("train")
+            )
+            if self.tiling is not None:
+                self.train_set = TiledSegmentDataset(self.train_set, self.tiling, self.defect_share is not None)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = ChangeSegmentDataset(self.root, "val", None, self.seed)
+            self.val_set = ChangeSegmentDataset(
+                self.root, "val", None, self.seed, None, self.pseudo_mask_dirs.get("val")
+            )
         if stage in (None, "test") and self.test_set is None and self.has_test:
-            self.test_set = ChangeSegmentDataset(self.root, "test", None, self.seed)
+            self.test_set = ChangeSegmentDataset(
+                self.root, "test", None, self.seed, None, self.pseudo_mask_dirs.get("test")
+            )
 
-    def _loader(self, dataset: ChangeSegmentDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return make_loader(dataset, batch_size, self.num_workers, sampler)
 
     def train_dataloader(self) -> DataLoader:
@@ -384,7 +533,7 @@ class SegmentDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.setup("validate")
         assert self.val_set is not None
-        return self._loader(self.val_set, self.eval_batch_size)
+        return self._loader(self.val_set, 1 if self.tiling is not None else self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         if not self.has_test:
@@ -394,7 +543,7 @@ class SegmentDataModule(L.LightningDataModule):
         if self.test_set is None:
             self.setup("test")
         assert self.test_set is not None
-        return self._loader(self.test_set, self.eval_batch_size)
+        return self._loader(self.test_set, 1 if self.tiling is not None else self.eval_batch_size)
 
 
 __all__ = [
@@ -403,8 +552,11 @@ __all__ = [
     "EpochSeededSampler",
     "SegmentDataError",
     "SegmentDataModule",
+    "TiledSegmentDataset",
     "augment_geometric",
     "augment_photometric",
     "make_loader",
+    "open_split",
+    "pseudo_mask_dirs",
     "stream_seed",
 ]

@@ -7,6 +7,7 @@ models with the same function, so every number comes from one evaluation path.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from components.config import Params, SegmentEvalParams
+from components.config import Params, SegmentEvalParams, TilingParams
 from components.evaluation.verdict import choose_threshold, reported_threshold
 from components.evaluation.visualize import overlay
 from components.imageio import write_png
-from components.models.changenet.data import ChangeSegmentDataset
+from components.models.changenet.data import ChangeSegmentDataset, open_split
 from components.models.changenet.metrics import SegmentationMetrics
 
 HEADLINE = (
@@ -54,13 +55,33 @@ def evaluate_model(
     setting: SegmentEvalParams,
     num_classes: int = 2,
     keep: set[str] | None = None,
+    tiling: TilingParams | None = None,
 ) -> tuple[SegmentationMetrics, dict[str, np.ndarray]]:
-    """Run ``model`` over ``dataset``; return the metrics and overlays for the ``keep`` names."""
+    """Run ``model`` over ``dataset``; return the metrics and overlays for the ``keep`` names.
+
+    With ``tiling`` (``data.tiling``) each native-size pair is judged by sliding windows stitched
+    to one full-size map (:func:`~components.models.changenet.tiling.predict_tiled`), so every metric
+    and overlay is at full resolution.
+    """
     if isinstance(model, torch.nn.Module):
         model.eval()
     threshold, batch_size = setting.threshold, setting.batch_size
     metrics = SegmentationMetrics.from_params(num_classes, setting)
     pictures: dict[str, np.ndarray] = {}
+    if tiling is not None:
+        from components.models.changenet.tiling import predict_tiled
+
+        for index in range(len(dataset)):
+            item = dataset[index]
+            name = item["name"]
+            prob = predict_tiled(
+                model, item["test"], item["golden"], tiling.tile_size, tiling.overlap, batch_size, num_classes
+            )
+            metrics.update(prob[None], item["mask"][None], [name])
+            if keep and name in keep:
+                pred = (prob >= threshold).numpy()
+                pictures[name] = overlay(item["golden"], item["test"], pred, item["mask"].numpy())
+        return metrics, pictures
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
         logits = model(batch["test"], batch["golden"])
@@ -83,9 +104,11 @@ def image_operating_threshold(model: Any, params: Params) -> float:
     towards a higher threshold, so fewer false alarms and fewer catches on new parts.
     """
     setting = params.segment.eval
-    dataset = ChangeSegmentDataset(params.datasets_dir, setting.image_threshold_split, augment=None, seed=params.seed)
-    metrics, _ = evaluate_model(model, dataset, setting, params.segment.model.num_classes)
+    dataset = open_split(params, setting.image_threshold_split)
+    metrics, _ = evaluate_model(model, dataset, setting, params.segment.model.num_classes, tiling=params.data.tiling)
     scores, defective = metrics.image_scores()
+    if defective.all() or not defective.any():  # e.g. a change-detection set: every pair has change
+        return math.nan  # no operating point to choose: the verdict is reported as not available
     return choose_threshold(scores, defective, setting.max_false_alarm_rate)
 
 
@@ -103,22 +126,46 @@ def evaluate_split(
     that threshold (``image_defect_recall``, ``image_false_alarm_rate``, ...): ``image_threshold``
     when given (e.g. the FP32 model's, for its quantized copy), else the one chosen for ``model``.
     """
-    dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
+    dataset = open_split(params, split)
     keep = (
         set(overlay_names(dataset.names, params.segment.eval.num_overlays))
         if split == "val" and pictures_dir
         else set()
     )
-    metrics, pictures = evaluate_model(model, dataset, params.segment.eval, params.segment.model.num_classes, keep)
+    metrics, pictures = evaluate_model(
+        model, dataset, params.segment.eval, params.segment.model.num_classes, keep, params.data.tiling
+    )
     chosen_here = split == params.segment.eval.image_threshold_split
     image_threshold = reported_threshold(chosen_here, image_threshold, lambda: image_operating_threshold(model, params))
     values = {key: float(value) for key, value in metrics.compute(None if chosen_here else image_threshold).items()}
+    values.update(truth_sources(metrics, dataset.pseudo_names))
     if pictures_dir is not None:
         metrics.plot_pr_curve(pictures_dir / f"{split}_pr_curve.png")
         precision, recall, thresholds = metrics.pr_curve()
         _write_pr_csv(pictures_dir / f"{split}_pr_curve.csv", precision, recall, thresholds)
         for name, picture in pictures.items():
             write_png(pictures_dir / "overlays" / f"{name}.png", picture)
+    return values
+
+
+def truth_sources(metrics: SegmentationMetrics, pseudo: frozenset[str]) -> dict[str, float]:
+    """What the split was judged against, when any pair's truth is MAL's mask of its boxes.
+
+    ``truth/mal_pseudo_pairs`` and ``truth/painted_pairs`` count the pairs judged against MAL
+    pseudo-masks (boxes-only pairs, ``segment.train.labels: mal``) and against painted masks;
+    ``mal_pseudo/iou`` and ``painted/iou`` are the change-IoU over each group alone (``nan`` for an
+    empty group). Nothing is added when every pair has a painted mask (or is a known good part).
+    """
+    if not pseudo:
+        return {}
+    values: dict[str, float] = {}
+    for group, members in (
+        ("mal_pseudo", [r for r in metrics.records if r.name in pseudo]),
+        ("painted", [r for r in metrics.records if r.name not in pseudo]),
+    ):
+        tp, fp, fn = (sum(getattr(r, key) for r in members) for key in ("tp", "fp", "fn"))
+        values[f"truth/{group}_pairs"] = float(len(members))
+        values[f"{group}/iou"] = tp / (tp + fp + fn) if tp + fp + fn else math.nan
     return values
 
 

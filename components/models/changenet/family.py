@@ -7,6 +7,7 @@ change-class IoU of val (``iou``), the metric the checkpoint is also chosen on.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +55,11 @@ class ChangeNetSegmentFamily:
             "score_window": setting.score_window,
             "topk_fraction": setting.topk_fraction,
         }
+        if params.data.tiling is not None:  # the graph is tile-sized: a deployment slides windows over a pair
+            metadata["tiling"] = params.data.tiling.model_dump(mode="json")
         if module is not None:
-            metadata["image_threshold"] = self.operating_threshold(module.model, params)
+            threshold = self.operating_threshold(module.model, params)
+            metadata["image_threshold"] = None if threshold is None or math.isnan(threshold) else threshold
         return metadata
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
@@ -78,6 +82,7 @@ class ChangeNetSegmentFamily:
             train=params.segment.train.model_dump(mode="json"),
             threshold=params.segment.eval.threshold,
             eval=params.segment.eval.model_dump(mode="json"),
+            tiling=params.data.tiling.model_dump(mode="json") if params.data.tiling is not None else None,
         )
 
     def build_model(self, model_hparams: dict[str, Any]) -> nn.Module:
@@ -88,7 +93,7 @@ class ChangeNetSegmentFamily:
         return ChangeNetSegment.from_params(model_params)
 
     def build_datamodule(self, params: Params) -> L.LightningDataModule:
-        from components.models.changenet.data import SegmentDataModule
+        from components.models.changenet.data import SegmentDataModule, pseudo_mask_dirs
 
         t = params.segment.train
         train_mask_dir = None
@@ -104,7 +109,9 @@ class ChangeNetSegmentFamily:
             seed=params.training_seed,
             eval_batch_size=params.segment.eval.batch_size,
             train_mask_dir=train_mask_dir,
+            pseudo_mask_dirs=pseudo_mask_dirs(params),
             defect_share=t.defect_share,
+            tiling=params.data.tiling,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:
@@ -113,13 +120,19 @@ class ChangeNetSegmentFamily:
         return load_module(checkpoint)
 
     def sample_inputs(self, params: Params, split: str, count: int) -> tuple[torch.Tensor, ...]:
-        """The first ``count`` pairs of ``split`` (the same pairs every run, so numbers compare)."""
+        """The first ``count`` pairs of ``split`` (the same pairs every run, so numbers compare).
+
+        With ``data.tiling`` each native-size pair gives its centre tile: the exported model is tile-sized.
+        """
         import torch
 
-        from components.models.changenet.data import ChangeSegmentDataset
+        from components.models.changenet.data import open_split
+        from components.models.changenet.tiling import sample_tile
 
-        dataset = ChangeSegmentDataset(params.datasets_dir, split, augment=None, seed=params.seed)
+        dataset = open_split(params, split)
         items = [dataset[i] for i in range(min(int(count), len(dataset)))]
+        if params.data.tiling is not None:
+            items = [sample_tile(item, params.data.tiling.tile_size) for item in items]
         if not items:
             raise ValueError(f"{params.datasets_dir}: the {split} split has no pairs")
         return torch.stack([it["test"] for it in items]), torch.stack([it["golden"] for it in items])
@@ -128,7 +141,8 @@ class ChangeNetSegmentFamily:
         """A seeded draw of train pairs (see :mod:`components.quantization.calibration`)."""
         from components.quantization.calibration import segment_calibration
 
-        return segment_calibration(params.datasets_dir, count, params.seed)
+        tile = params.data.tiling.tile_size if params.data.tiling is not None else None
+        return segment_calibration(params.datasets_dir, count, params.seed, tile=tile)
 
     def export_module(self, module: L.LightningModule, params: Params) -> nn.Module:
         from components.export.onnx_export import SegmentExportWrapper

@@ -410,6 +410,8 @@ class SegmentationMetrics:
             values[f"image_auroc/{rule}"] = rank_auroc(rule_scores, truth)
         if image_threshold is None or not len(scores):
             return values
+        if math.isnan(image_threshold):  # no operating point could be chosen (one class only): not available
+            return values | {"image_threshold": math.nan}
         verdict = classification_metrics(scores, truth, image_threshold)
         values.update(
             {

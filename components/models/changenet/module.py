@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from components.config import SegmentEvalParams, SegmentModelParams, SegmentTrainParams
+from components.config import SegmentEvalParams, SegmentModelParams, SegmentTrainParams, TilingParams
 from components.models.changenet.metrics import SegmentationMetrics
 from components.models.checkpoint import load_lightning_module
 from components.training.ema import build_ema
@@ -32,9 +32,13 @@ class ChangeSegmentModule(L.LightningModule):
         threshold: float = 0.5,
         load_pretrained: bool = True,
         eval: dict[str, Any] | None = None,
+        tiling: dict[str, Any] | None = None,
     ) -> None:
+        """``tiling`` (``data.tiling``): validate native-size pairs by sliding windows
+        (:func:`~components.models.changenet.tiling.predict_tiled`). Stored in the checkpoint only
+        when set, so checkpoints without it stay as they were."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=[] if tiling is not None else ["tiling"])
         from components.models.changenet.losses import DeepSupervisionLoss
         from components.models.changenet.model import ChangeNetSegment
 
@@ -48,6 +52,8 @@ class ChangeSegmentModule(L.LightningModule):
         self.criterion = DeepSupervisionLoss.from_params(model_params, self.train_params)
         eval_params = SegmentEvalParams.model_validate({**(eval or {}), "threshold": threshold})
         self.val_metrics = SegmentationMetrics.from_params(model_params.num_classes, eval_params)
+        self.tiling = TilingParams.model_validate(tiling) if tiling is not None else None
+        self.eval_batch_size = eval_params.batch_size
 
     def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(test, golden)
@@ -78,11 +84,31 @@ class ChangeSegmentModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.tiling is not None:
+            self._tiled_validation_step(batch)
+            return
         outputs = self.eval_model(batch["test"], batch["golden"])
         total, _ = self.criterion(outputs, batch["mask"])
         self.log("val/loss", total, prog_bar=True, batch_size=batch["mask"].shape[0], sync_dist=True)
         change_prob = torch.softmax(outputs[-1].float(), dim=1)[:, 1]
         self.val_metrics.update(change_prob.detach().cpu(), batch["mask"].cpu(), list(batch["name"]))
+
+    def _tiled_validation_step(self, batch: dict[str, Any]) -> None:
+        """Native-size pairs: one stitched full-size map each, scored at full resolution (no val/loss)."""
+        from components.models.changenet.tiling import predict_tiled
+
+        assert self.tiling is not None
+        for i, name in enumerate(batch["name"]):
+            prob = predict_tiled(
+                self.eval_model,
+                batch["test"][i],
+                batch["golden"][i],
+                self.tiling.tile_size,
+                self.tiling.overlap,
+                self.eval_batch_size,
+                self.val_metrics.num_classes,
+            )
+            self.val_metrics.update(prob[None], batch["mask"][i : i + 1].cpu(), [name])
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
