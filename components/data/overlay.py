@@ -110,7 +110,7 @@ def render_overlay(
     parse_params(merge_overlay(base_raw, settings), str(path))
     body = {EXTENDS_KEY: os.path.relpath(base_params, path.parent), **settings}
     return path, _header(fmt, name, profile, support, path) + yaml.safe_dump(
-        body, sort_keys=False, default_flow_style=None
+        body, sort_keys=False, default_flow_style=None, width=1000
     )
 
 
