@@ -36,6 +36,8 @@ ONE_SEGMENT_EPOCH = {**TINY_SEGMENT, "train": {**TINY_SEGMENT["train"], "epochs"
 """One short epoch: a megapixel pair alone holds some 40 tiles, each epoch would see them all."""
 QUICK_BENCHMARK = {"batch_sizes": [1], "warmup_seconds": 0.0, "duration_seconds": 0.05, "min_iterations": 1}
 
+STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
+
 Source = tuple[str, Path, SourceOptions]
 """``(format, folder, reader options)`` of a look-alike, as ``inspectops data import`` takes them."""
 
@@ -113,6 +115,3 @@ def test_lookalike_runs_import_then_the_overlay_alone(prefect_server: None, tmp_
     assert {name for name, row in rows.items() if row.status == NOT_APPLICABLE} == set(FAMILIES) - families
     for family in set(FAMILIES) - families:
         assert rows[family].key_metrics == params.pipeline.not_applicable[family]
-
-
-STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

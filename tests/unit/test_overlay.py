@@ -4,6 +4,7 @@ supports and writes the params overlay that runs exactly those, each the way it 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from components.data.sources.records import SourceError
 from components.pipeline.stages import plan
 from components.pipeline.summary import NOT_APPLICABLE, not_applicable_rows
 from tests.conftest import write_params
-from tests.source_fixtures import save, write_class_folders, write_coco, write_pairs, write_tao_segment
+from tests.source_fixtures import Written, save, write_class_folders, write_coco, write_pairs, write_tao_segment
 
 # ---------------------------------------------------------------- extends
 
@@ -82,7 +83,7 @@ def test_a_format_that_cannot_feed_a_family_gives_that_reason(tmp_path: Path) ->
 # ---------------------------------------------------------------- import writes the overlay
 
 
-def _import(tmp_path: Path, fmt: str, written, **params_sections) -> tuple[dict, dict]:
+def _import(tmp_path: Path, fmt: str, written: Written, **params_sections: Any) -> tuple[dict, dict]:
     base = write_params(tmp_path / "project", **params_sections)
     found = import_source(
         fmt, written.root, "line", tmp_path / "project" / "data" / fmt, written.options, params_path=base
