@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import split_seeds
 import torch
 import yaml
 from segment_transistor import pct as percent
@@ -261,7 +262,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.data or REPO.parent / "shared" / "data" / "mvtec_ad_256" / args.category)
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     name = args.name or ", ".join([f"{args.backbone} ({args.pretrained})", *(f"{k}={v}" for k, v in extra.items())])
-    results_json = RESULTS_DIR / f"cam_{args.category}.json" if args.record else workdir / f"cam_{args.category}.json"
+    results_json = Path(
+        getattr(args, "results_json", None)
+        or (RESULTS_DIR / f"cam_{args.category}.json" if args.record else workdir / f"cam_{args.category}.json")
+    )
     previous = json.loads(results_json.read_text()) if results_json.is_file() else {}
     results: dict[str, Any] = {
         "category": args.category,
@@ -295,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["chain"] = chain(args, workdir, name, overrides, params)
     entry["total_seconds"] = time.perf_counter() - started
     results["runs"][name] = entry
+    results["last_run"] = name
     results_json.parent.mkdir(parents=True, exist_ok=True)
     results_json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     return results
@@ -435,12 +440,52 @@ def main() -> None:
     parser.add_argument("--mal-epochs", type=int, default=40, help="MAL epochs of the chain (mal_transistor.py's)")
     parser.add_argument("--name", default=None, help="run name in the results (default: backbone and --set)")
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. cam.train.train_stages=3")
+    split_seeds.add_option(parser)
     args = parser.parse_args()
+    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+        report_over_splits(args)
+        return
     results = run(args)
     section = render_markdown(results)
     if args.record:
         update_results_md(section, *markers(args.category))
     print(section)
+
+
+SPLIT_COLUMNS = (
+    ("accuracy", "accuracy", True),
+    ("auroc", "AUROC", True),
+    ("defect_accuracy", "defect recall at the shipped threshold", True),
+    ("false_alarm_rate", "false-alarm rate at the shipped threshold", False),
+    ("box_iou", "box IoU", True),
+)
+
+
+def report_over_splits(args: argparse.Namespace) -> None:
+    """``--split-seeds``: the CAM run once per split; rows from the held-out test split (val without one)."""
+    args.workdir = args.workdir or Path(f"/tmp/inspectops-cam-benchmark-{args.category}")
+    runs = split_seeds.run_over_splits(args, run, RESULTS_DIR, f"cam_{args.category}")
+    held_out = "test" if args.test_fraction > 0 else "val"
+    per_split = {
+        f"CAM, {args.backbone} ({args.pretrained}), {held_out}": {
+            seed: result["runs"][result["last_run"]][held_out] for seed, result in runs.items()
+        }
+    }
+    options = [f"--category {args.category}", f"--epochs {args.epochs}", f"--minutes {args.minutes:g}"]
+    options += [f"--test-fraction {args.test_fraction:g}"]
+    markers_ = tuple(
+        m.replace(":begin", "_splits:begin").replace(":end", "_splits:end") for m in markers(args.category)
+    )
+    split_seeds.publish(
+        RESULTS_DIR,
+        f"cam_{args.category}",
+        f"CAM classifier over seeded splits (MVTec AD {args.category}, {held_out})",
+        split_seeds.command_line("cam_mvtec.py", options, args),
+        per_split,
+        SPLIT_COLUMNS,
+        (markers_[0], markers_[1]),
+        update_results_md if args.record else None,
+    )
 
 
 if __name__ == "__main__":

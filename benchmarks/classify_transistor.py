@@ -14,6 +14,7 @@
 Results: ``benchmarks/results/classify_transistor.json`` and a section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/classify_transistor.py --epochs 5 --synthetic
+    python benchmarks/classify_transistor.py --modules learnable --no-deploy --split-seeds 42,1,2,3
 
 The transistor data is CC BY-NC-SA: never committed, never needed by a test.
 """
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import split_seeds
 import torch
 import yaml
 from segment_transistor import pct as percent
@@ -40,6 +42,14 @@ SEGMENT_JSON = REPO / "benchmarks" / "results" / "segment_transistor.json"
 PATCHCORE_AUROC = 1.000  # anomalib PatchCore (Wide-ResNet-50), MVTec transistor, published
 MARK_BEGIN = "<!-- classify_transistor:begin -->"
 MARK_END = "<!-- classify_transistor:end -->"
+SPLITS_BEGIN = "<!-- classify_transistor_splits:begin -->"
+SPLITS_END = "<!-- classify_transistor_splits:end -->"
+SPLIT_COLUMNS = (
+    ("auroc", "image AUROC", True),
+    ("ap", "AP", True),
+    ("defect_accuracy", "defect accuracy at the shipped threshold", True),
+    ("false_alarm_rate", "false-alarm rate at the shipped threshold", False),
+)
 REAL_DATA = {
     "classify.input_size": None,
     "classify.train.freeze_backbone": False,
@@ -117,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    previous = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
+    results_json = Path(getattr(args, "results_json", None) or RESULTS_JSON)
+    previous = json.loads(results_json.read_text()) if results_json.is_file() else {}
     results: dict[str, Any] = {
         "data": str(args.data),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -129,8 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     def save() -> None:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+        results_json.parent.mkdir(parents=True, exist_ok=True)
+        results_json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
 
     if args.modules:
         if not (workdir / "data" / "mvtec" / "transistor").exists():
@@ -248,10 +259,38 @@ def main() -> None:
     parser.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--synthetic", action="store_true", help="also the lights/layout comparison on the demo data")
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. classify.train.lr=3e-4")
+    split_seeds.add_option(parser)
     args = parser.parse_args()
+    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+        report_over_splits(args)
+        return
     results = run(args)
     update_results_md(render_markdown(results), MARK_BEGIN, MARK_END)
     print(render_markdown(results))
+
+
+def report_over_splits(args: argparse.Namespace) -> None:
+    """``--split-seeds``: the transistor models once per split (the demo comparison is not a split's)."""
+    args.synthetic = False
+    runs = split_seeds.run_over_splits(args, run, RESULTS_JSON.parent, "classify_transistor")
+    per_split = {
+        f"ChangeNet-Classification, {module}": {
+            seed: result["transistor"][module]["val"] for seed, result in runs.items()
+        }
+        for module in args.modules
+    }
+    options = [f"--epochs {args.epochs}", "--modules " + " ".join(args.modules)]
+    options += [] if args.deploy else ["--no-deploy"]
+    split_seeds.publish(
+        RESULTS_JSON.parent,
+        "classify_transistor",
+        "ChangeNet-Classification over seeded splits (transistor, val)",
+        split_seeds.command_line("classify_transistor.py", options, args),
+        per_split,
+        SPLIT_COLUMNS,
+        (SPLITS_BEGIN, SPLITS_END),
+        update_results_md,
+    )
 
 
 if __name__ == "__main__":

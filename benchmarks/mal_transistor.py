@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import split_seeds
 import torch
 import yaml
 from segment_transistor import pct as percent
@@ -35,6 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON = REPO / "benchmarks" / "results" / "mal_transistor.json"
 TAO_MAL_MIOU = 0.788
 MARK_BEGIN = "<!-- mal_transistor:begin -->"
+SPLITS_BEGIN = "<!-- mal_transistor_splits:begin -->"
+SPLITS_END = "<!-- mal_transistor_splits:end -->"
+SPLIT_COLUMNS = (("miou", "mask mIoU (ChangeNet: change-IoU)", True),)
 MARK_END = "<!-- mal_transistor:end -->"
 
 
@@ -83,8 +87,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mal": {},
         "segment": {},
     }
-    if RESULTS_JSON.is_file():  # keep the rows of variants this run skips (--mal-variants none)
-        previous = json.loads(RESULTS_JSON.read_text())
+    results_json = Path(getattr(args, "results_json", None) or RESULTS_JSON)
+    if results_json.is_file():  # keep the rows of variants this run skips (--mal-variants none)
+        previous = json.loads(results_json.read_text())
         results["mal"] = {k: v for k, v in previous.get("mal", {}).items() if k not in args.mal_variants}
         results["segment"] = previous.get("segment", {}) if args.segment_epochs <= 0 else {}
     if not (workdir / "data" / "mvtec" / "transistor").exists():
@@ -95,8 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["boxes"] = {"train": len(coco["annotations"]), "val": len(val_coco["annotations"])}
 
     def save() -> None:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+        results_json.parent.mkdir(parents=True, exist_ok=True)
+        results_json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
 
     for name, use_val in (("mal-train", False), ("mal-train+val", True)):
         if name not in args.mal_variants:
@@ -192,10 +197,40 @@ def main() -> None:
     )
     parser.add_argument("--segment-epochs", type=int, default=3, help="ChangeNet epochs per variant (0: skip)")
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. mal.train.epochs=20")
+    split_seeds.add_option(parser)
     args = parser.parse_args()
+    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+        report_over_splits(args)
+        return
     results = run(args)
     update_results_md(render_markdown(results), MARK_BEGIN, MARK_END)
     print(render_markdown(results))
+
+
+def report_over_splits(args: argparse.Namespace) -> None:
+    """``--split-seeds``: MAL (and the ChangeNet rows) once per split, then the mean and the worst."""
+    runs = split_seeds.run_over_splits(args, run, RESULTS_JSON.parent, "mal_transistor")
+    per_split: dict[str, dict[int, dict[str, float]]] = {}
+    for seed, result in runs.items():
+        for name, entry in result["mal"].items():
+            per_split.setdefault(f"MAL, {name.removeprefix('mal-')} boxes", {})[seed] = entry["val"]
+        for name, entry in result["segment"].items():
+            per_split.setdefault(f"ChangeNet on {name.removeprefix('segment-')}", {})[seed] = entry["val"]
+    options = ["--mal-variants " + " ".join(args.mal_variants), f"--segment-epochs {args.segment_epochs}"]
+    rows = {
+        model: {seed: {**m, "miou": m.get("miou", m.get("iou"))} for seed, m in s.items()}
+        for model, s in per_split.items()
+    }
+    split_seeds.publish(
+        RESULTS_JSON.parent,
+        "mal_transistor",
+        "MAL over seeded splits (transistor, val; ChangeNet rows: val change-IoU as miou)",
+        split_seeds.command_line("mal_transistor.py", options, args),
+        rows,
+        SPLIT_COLUMNS,
+        (SPLITS_BEGIN, SPLITS_END),
+        update_results_md,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ weights), evaluates on val, measures training throughput, and records everything
     python benchmarks/segment_transistor.py --minutes 15
     python benchmarks/segment_transistor.py --minutes 35 --variants package --overlay infra/params/cpu-transistor.yaml
     python benchmarks/segment_transistor.py --data /path/to/mvtec/transistor --variants pretrained
+    python benchmarks/segment_transistor.py --minutes 35 --variants package --split-seeds 42,1,2,3
 
 The data path defaults to ``../shared/data/mvtec_ad_256/transistor`` (never committed: CC BY-NC-SA).
 """
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import split_seeds  # run as a script from benchmarks/
 import torch
 import yaml
 
@@ -32,6 +34,15 @@ RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 TAO_CARD = {"precision": 94.5, "recall": 89.8, "f1": 92.0, "iou": 86.15, "oa": 99.57}
 MARK_BEGIN = "<!-- segment_transistor:begin -->"
 MARK_END = "<!-- segment_transistor:end -->"
+SPLITS_BEGIN = "<!-- segment_transistor_splits:begin -->"
+SPLITS_END = "<!-- segment_transistor_splits:end -->"
+SPLIT_COLUMNS = (
+    ("iou", "val change-IoU", True),
+    ("per_kind_iou", "mean per-kind IoU", True),
+    ("image_auroc", "image AUROC", True),
+    ("image_defect_recall", "defect recall at the shipped threshold", True),
+    ("image_false_alarm_rate", "false-alarm rate at the shipped threshold", False),
+)
 
 
 def write_params(
@@ -124,6 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     overrides = dict(item.split("=", 1) for item in args.set)
     overrides = {k: yaml.safe_load(v) for k, v in overrides.items()}
+    results_json = Path(getattr(args, "results_json", None) or RESULTS_JSON)
     results: dict[str, Any] = {
         "data": str(args.data),
         "minutes_budget": args.minutes,
@@ -154,8 +166,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "val": {k[4:]: v for k, v in evaluated.items() if k.startswith("val/")},
             "history": epoch_history(params),  # the IoU curve is its val/iou
         }
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+        results_json.parent.mkdir(parents=True, exist_ok=True)
+        results_json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     if args.throughput:
         torch.set_num_threads(torch.get_num_threads())
         results["throughput_embed_dim"] = args.throughput_embed_dim
@@ -163,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name: measure_throughput(name, args.throughput_embed_dim)
             for name in (args.backbone, "fan_small_12_p4_hybrid")
         }
-    RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    results_json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     return results
 
 
@@ -277,11 +289,43 @@ def main() -> None:
     )
     parser.add_argument("--no-throughput", dest="throughput", action="store_false")
     parser.add_argument("--throughput-embed-dim", type=int, default=256, help="decoder width for the throughput rows")
+    split_seeds.add_option(parser)
     args = parser.parse_args()
+    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+        report_over_splits(args)
+        return
     results = run(args)
     results["backbone"] = args.backbone
     update_results_md(render_markdown(results))
     print(render_markdown(results))
+
+
+def split_metrics(val: dict[str, float]) -> dict[str, float]:
+    """The numbers a split row shows: the val metrics plus the mean IoU over defect kinds."""
+    kinds = [v for k, v in val.items() if k.startswith("iou/")]
+    return {**val, "per_kind_iou": sum(kinds) / len(kinds) if kinds else float("nan")}
+
+
+def report_over_splits(args: argparse.Namespace) -> None:
+    """``--split-seeds``: the whole benchmark once per split, then a section with the mean and the worst."""
+    args.throughput = False  # a machine property, not a split's
+    runs = split_seeds.run_over_splits(args, run, RESULTS_JSON.parent, "segment_transistor")
+    per_split = {
+        variant: {seed: split_metrics(result["variants"][variant]["val"]) for seed, result in runs.items()}
+        for variant in args.variants
+    }
+    options = [f"--minutes {args.minutes:g}", "--variants " + " ".join(args.variants)]
+    options += [f"--overlay {args.overlay}"] if args.overlay else []
+    split_seeds.publish(
+        RESULTS_JSON.parent,
+        "segment_transistor",
+        "ChangeNet-Segmentation over seeded splits (transistor, val)",
+        split_seeds.command_line("segment_transistor.py", options, args),
+        per_split,
+        SPLIT_COLUMNS,
+        (SPLITS_BEGIN, SPLITS_END),
+        update_results_md,
+    )
 
 
 if __name__ == "__main__":

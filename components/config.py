@@ -102,6 +102,10 @@ class DataParams(_Section):
     lighting_conditions: tuple[str, ...] = LIGHTING_CONDITIONS
     workers: int | None = Field(None, ge=1, le=64)
     """Processes that prepare records in parallel; ``None``: one per core (at most 8)."""
+    calibration_fraction: float = Field(0.0, ge=0.0, lt=0.5)
+    """Share of each class of train (good, defective) that no family trains on: the parts a
+    ``threshold_split: calibration`` chooses its operating threshold on
+    (:mod:`components.evaluation.calibration`). 0: every train part is trained on."""
     tiling: TilingParams | None = None
     """``None``: every dataset resized to ``image_size`` (the default). A section: the segmentation
     dataset keeps native size and ChangeNet-Segmentation trains on tiles and predicts by sliding
@@ -271,7 +275,7 @@ class SegmentEvalParams(_Section):
     """Box side in pixels of ``smooth_max``."""
     topk_fraction: float = Field(0.001, gt=0.0, le=1.0)
     """Share of the pixels ``topk_mean`` averages."""
-    image_threshold_split: Literal["train", "test"] = "train"
+    image_threshold_split: Literal["train", "test", "calibration"] = "train"
     """Where the pass/defect threshold on the image score is chosen: never on the split reported."""
     max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
     """The operating threshold catches the most defects while flagging at most this share of good parts."""
@@ -351,7 +355,7 @@ class ClassifyEvalParams(_Section):
     """Defect when the score is above it. ``auto``: chosen on ``threshold_split`` (never on the
     reported split) as the threshold that catches the most defects while flagging at most
     ``max_false_alarm_rate`` of the good parts."""
-    threshold_split: Literal["train", "test"] = "train"
+    threshold_split: Literal["train", "test", "calibration"] = "train"
     max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
     batch_size: int = Field(8, ge=1)
     num_misclassified: int = Field(12, ge=0)
@@ -425,7 +429,7 @@ class CamEvalParams(_Section):
     threshold: float | Literal["auto"] = "auto"
     """Anomaly when ``softmax(logits)[:, 1]`` is above it. ``auto``: chosen on ``threshold_split``
     (never on the reported split), as ChangeNet-Classification does."""
-    threshold_split: Literal["train", "test"] = "train"
+    threshold_split: Literal["train", "test", "calibration"] = "train"
     max_false_alarm_rate: float = Field(0.02, ge=0.0, lt=1.0)
     batch_size: int = Field(16, ge=1)
     box_threshold: float = Field(0.5, gt=0.0, le=1.0)
@@ -670,6 +674,13 @@ class Params(_Section):
                 f"classify.model.grid_map {model.grid_map.x}x{model.grid_map.y} must hold exactly the "
                 f"{lights} lighting condition(s) of data.lighting_conditions"
             )
+        for name, chosen_on in (
+            ("classify.eval.threshold_split", self.classify.eval.threshold_split),
+            ("segment.eval.image_threshold_split", self.segment.eval.image_threshold_split),
+            ("cam.eval.threshold_split", self.cam.eval.threshold_split),
+        ):
+            if chosen_on == "calibration" and self.data.calibration_fraction <= 0:
+                raise ValueError(f"{name}: calibration needs data.calibration_fraction > 0 (parts held out of train)")
         if self.classify.eval.threshold_split == "test" and self.data.test_fraction <= 0:
             raise ValueError("classify.eval.threshold_split: test needs data.test_fraction > 0")
         if self.segment.eval.image_threshold_split == "test" and self.data.test_fraction <= 0:

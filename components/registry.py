@@ -73,6 +73,29 @@ def worst_quant_drop(quantize_metrics: dict[str, Any]) -> float | None:
     return max(drops) if drops else None
 
 
+THRESHOLD_KEYS = (
+    "threshold",
+    "image_threshold",
+    "threshold_split",
+    "threshold_max_false_alarm_rate",
+    "threshold_on_unseen_parts",
+    "calibration_fraction",
+)
+"""Sidecar keys a registered version is tagged with: its operating threshold and how it was chosen."""
+
+
+def shipped_threshold(params: Params, family: ModelFamily) -> dict[str, Any]:
+    """The operating threshold in the exported model's sidecar (empty before the export stage ran)."""
+    from components.export.onnx_export import read_sidecar, sidecar_path
+    from components.export.stage import fp32_onnx_path
+
+    model = fp32_onnx_path(params, family)
+    if not sidecar_path(model).is_file():
+        return {}
+    sidecar = read_sidecar(model)
+    return {key: sidecar[key] for key in THRESHOLD_KEYS if sidecar.get(key) is not None}
+
+
 def register_model(params: Params, family: ModelFamily | str) -> dict[str, float]:
     """Register the family's trained model, run the gate on its gate metric and move ``champion`` if it passes.
 
@@ -119,6 +142,8 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
     client.set_model_version_tag(name, version.version, "promotion", "promoted" if decision.promote else "rejected")
     client.set_model_version_tag(name, version.version, "promotion_reason", decision.reason)
     client.set_model_version_tag(name, version.version, "git_commit", run_info.get("git_commit", ""))
+    for key, value in shipped_threshold(params, family).items():  # the verdict a line runs, and how it was chosen
+        client.set_model_version_tag(name, version.version, key, str(value))
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     client.set_tag(

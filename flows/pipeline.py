@@ -44,7 +44,7 @@ def run_stage_task(stage_name: str, params_path: str, parent_run_id: str) -> dic
 def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) -> dict[str, dict[str, float]]:
     """Run the stages that apply to ``params_path`` in graph order (up to ``until``)."""
     params_file = Path(params_path).resolve()
-    with contextlib.chdir(runner.project_root(params_file)):
+    with contextlib.chdir(runner.project_root(params_file)), runner.warm_stage_processes(params_file):
         return _run_pipeline(params_file, until)
 
 

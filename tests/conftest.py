@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,18 @@ import yaml
 from components.config import Params, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per xdist worker (and per process a test starts): the suite runs a worker
+    per core, and two OpenMP pools on the same cores spin-wait for each other (about 9x slower)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
 
 TINY_SYNTHETIC: dict[str, Any] = {
     "image_size": 64,

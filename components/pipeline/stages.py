@@ -99,8 +99,14 @@ LABELS_MAL = "${paths.artifacts_dir}/labels/mal"
 """MAL's labels of the train boxes: COCO with RLE masks and one mask PNG per train image."""
 LABELS_CAM = "${paths.artifacts_dir}/labels/cam"
 """The CAM classifier's boxes of the train images it calls anomalous (COCO, no masks)."""
-_MODEL_CODE = ("components/models/family.py", "components/models/checkpoint.py", "components/models/backbones")
-"""Code every model family builds on: the family interface, the checkpoint loader and the backbones."""
+_MODEL_CODE = (
+    "components/models/family.py",
+    "components/models/checkpoint.py",
+    "components/models/backbones",
+    "components/evaluation/calibration.py",  # the parts held out of training, that thresholds are chosen on
+)
+"""Code every model family builds on: the family interface, the checkpoint loader, the backbones and the
+calibration cut."""
 REPORTS = "${paths.artifacts_dir}/reports"
 """Files for people that hold run ids, versions or timings (Data Docs, the registry decision,
 benchmark tables): deliberately not DVC outputs, whose hashes must not change from run to run."""
@@ -155,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
         datasets=("image_labels",),
         description="Train the CAM classifier on image labels (class-weighted CE), best checkpoint on val AUROC.",
         deps=(DATASETS, f"{METRICS}/validation.json", *_MODEL_CODE, "components/models/cam", "components/training"),
-        params=("seed", "train_seed", "cam.model", "cam.train", "cam.input_size"),
+        params=("seed", "train_seed", "data.calibration_fraction", "cam.model", "cam.train", "cam.input_size"),
         outs=(f"{MODELS}/cam",),
         metrics=(f"{METRICS}/cam_train.json",),
         key_metrics=("train/best_val_auroc", "train/epochs"),
@@ -168,7 +174,7 @@ STAGES: tuple[Stage, ...] = (
         datasets=("image_labels",),
         description="Accuracy, balanced accuracy, AUROC; CAM box IoU against the true defect box; heatmap overlays.",
         deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/evaluation"),
-        params=("cam.eval",),
+        params=("data.calibration_fraction", "cam.eval"),
         outs=(f"{PLOTS}/cam",),
         metrics=(f"{METRICS}/cam.json",),
         key_metrics=("val/auroc", "val/accuracy", "val/box_iou"),
@@ -181,7 +187,7 @@ STAGES: tuple[Stage, ...] = (
         datasets=("segment",),
         description="Box the train images the CAM classifier calls anomalous: COCO for MAL (mal.boxes: cam).",
         deps=(DATASETS, f"{MODELS}/cam", *_MODEL_CODE, "components/models/cam", "components/labeling/cam_boxes.py"),
-        params=("cam.eval",),
+        params=("data.calibration_fraction", "cam.eval"),
         outs=(LABELS_CAM,),
         metrics=(f"{METRICS}/cam_label.json",),
         key_metrics=("label/boxes", "label/defect_recall", "label/box_iou"),
@@ -194,7 +200,7 @@ STAGES: tuple[Stage, ...] = (
         datasets=("image_labels",),
         description="ONNX export (image -> heatmap, logits; dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/cam", DATASETS, *_MODEL_CODE, "components/models/cam", "components/export"),
-        params=("export", "cam.eval"),
+        params=("export", "data.calibration_fraction", "cam.eval"),
         outs=(f"{DEPLOY}/cam_fp32.onnx", f"{DEPLOY}/cam_fp32.json"),
         metrics=(f"{METRICS}/cam_export.json",),
         key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
@@ -305,7 +311,7 @@ STAGES: tuple[Stage, ...] = (
             "components/models/changenet",
             "components/training",
         ),
-        params=("seed", "train_seed", "segment.model", "segment.train"),
+        params=("seed", "train_seed", "data.calibration_fraction", "segment.model", "segment.train"),
         outs=(f"{MODELS}/segment",),
         metrics=(f"{METRICS}/segment_train.json",),
         key_metrics=("train/best_val_iou", "train/epochs"),
@@ -326,7 +332,7 @@ STAGES: tuple[Stage, ...] = (
             "components/models/changenet",
             "components/evaluation",
         ),
-        params=("segment.eval",),
+        params=("data.calibration_fraction", "segment.eval"),
         outs=(f"{PLOTS}/segment",),
         metrics=(f"{METRICS}/segment.json",),
         key_metrics=("val/iou", "val/f1", "val/image_auroc"),
@@ -339,7 +345,7 @@ STAGES: tuple[Stage, ...] = (
         datasets=("segment",),
         description="ONNX export (test, golden -> change logits, dynamic batch) with a torch parity check.",
         deps=(f"{MODELS}/segment", DATASETS, *_MODEL_CODE, "components/models/changenet", "components/export"),
-        params=("export",),
+        params=("export", "data.calibration_fraction", "segment.eval"),
         outs=(f"{DEPLOY}/segment_fp32.onnx", f"{DEPLOY}/segment_fp32.json"),
         metrics=(f"{METRICS}/segment_export.json",),
         key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
@@ -361,7 +367,7 @@ STAGES: tuple[Stage, ...] = (
             "components/quantization",
             "components/export",  # quantize_stage and the ONNX runtime wrapper live there
         ),
-        params=("seed", "quantize"),
+        params=("seed", "quantize", "data.calibration_fraction", "segment.eval"),
         # The default backend's models; other backends write beside them (untracked by DVC).
         outs=(f"{DEPLOY}/segment_int8_qdq.onnx", f"{DEPLOY}/segment_int8_cpu.onnx"),
         metrics=(f"{METRICS}/segment_quantize.json",),
@@ -430,6 +436,7 @@ STAGES: tuple[Stage, ...] = (
             "train_seed",
             "data.lighting_conditions",
             "data.num_golden",
+            "data.calibration_fraction",
             "classify.model",
             "classify.train",
             "classify.input_size",
@@ -453,7 +460,7 @@ STAGES: tuple[Stage, ...] = (
             "components/models/changenet_classify",
             "components/evaluation",
         ),
-        params=("classify.eval",),
+        params=("data.calibration_fraction", "classify.eval"),
         outs=(f"{PLOTS}/classify",),
         metrics=(f"{METRICS}/classify.json",),
         key_metrics=("val/auroc", "val/defect_accuracy", "val/false_alarm"),
@@ -473,7 +480,7 @@ STAGES: tuple[Stage, ...] = (
             "components/models/changenet_classify",
             "components/export",
         ),
-        params=("export", "classify.eval"),
+        params=("export", "data.calibration_fraction", "classify.eval"),
         outs=(f"{DEPLOY}/classify_fp32.onnx", f"{DEPLOY}/classify_fp32.json"),
         metrics=(f"{METRICS}/classify_export.json",),
         key_metrics=("export/parity_max_abs_logit", "export/size_mb"),
@@ -495,7 +502,7 @@ STAGES: tuple[Stage, ...] = (
             "components/quantization",
             "components/export",
         ),
-        params=("seed", "quantize", "classify.eval"),
+        params=("seed", "quantize", "data.calibration_fraction", "classify.eval"),
         outs=(f"{DEPLOY}/classify_int8_qdq.onnx", f"{DEPLOY}/classify_int8_cpu.onnx"),
         metrics=(f"{METRICS}/classify_quantize.json",),
         key_metrics=("quantize/fp32/val_auroc", "quantize/onnxruntime*/val_auroc"),

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
+from components.pipeline.prefork import wait_ready, warm_stages
 from tests.conftest import REPO_ROOT, TINY_MAL, TINY_SYNTHETIC
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -29,6 +31,15 @@ def _tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_stage_server() -> Iterator[None]:
+    """The prefork server the pipeline flow runs, here around plain ``dvc`` commands: every stage DVC
+    starts goes through it (and so is tested through it), without 15 s of imports per stage."""
+    with warm_stages() as path:
+        assert path is not None and wait_ready(path)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
-from components.config import Params, load_params
+from components.config import Params, parse_params
+from components.evaluation.calibration import HasParts
 from components.evaluation.stage import metrics_path
 from components.export.stage import export_stage, fp32_onnx_path, quantize_metrics_path, quantize_stage
 from components.models.family import FAMILY_MODULES, ModelFamily, best_checkpoint, get_family
@@ -24,9 +26,18 @@ from components.training.train import train_metrics_path, train_model
 pytestmark = pytest.mark.slow
 
 
+THRESHOLD_SPLIT = {"segment": "image_threshold_split", "classify": "threshold_split", "cam": "threshold_split"}
+"""The families that ship an operating threshold, and the key that says where it is chosen."""
+
+
 @pytest.fixture(scope="module")
 def params(prepared_project: Path) -> Params:
-    return load_params(prepared_project)
+    """The tiny project, with a fifth of train held out as calibration parts for every shipped threshold."""
+    raw = yaml.safe_load(prepared_project.read_text())
+    raw["data"]["calibration_fraction"] = 0.2
+    for family, key in THRESHOLD_SPLIT.items():
+        raw.setdefault(family, {}).setdefault("eval", {})[key] = "calibration"
+    return parse_params(raw)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY_MODULES))
@@ -82,3 +93,41 @@ def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: P
     )
     assert version.run_id == training_run(params, family)["run_id"]
     assert json.loads(candidate_path(params, family).read_text())["gate_metric"] == family.gate_metric
+    if name in THRESHOLD_SPLIT:  # the shipped threshold was chosen on parts training never saw, and says so
+        assert sidecar["threshold_split"] == "calibration" and sidecar["threshold_on_unseen_parts"] is True
+        assert sidecar["calibration_fraction"] == 0.2
+        assert version.tags["threshold_split"] == "calibration"
+        assert float(version.tags["image_threshold" if name == "segment" else "threshold"]) == pytest.approx(
+            sidecar["image_threshold" if name == "segment" else "threshold"]
+        )
+
+
+@pytest.mark.parametrize("name", sorted(THRESHOLD_SPLIT))
+def test_calibration_parts_are_held_out_of_training(params: Params, name: str) -> None:
+    from components.evaluation.calibration import CALIBRATION
+
+    family = get_family(name)
+    module = family.build_datamodule(params)
+    module.setup("fit")
+    trained_on = set(module.train_dataloader().dataset.part_names())
+    calibration = family_split(name, params, CALIBRATION)
+    everything = family_split(name, params, "train")
+    held = set(calibration.part_names())
+    assert held and not held & trained_on
+    assert held | trained_on == set(everything.part_names())
+    assert any(calibration.part_defects()) and not all(calibration.part_defects())
+
+
+def family_split(name: str, params: Params, split: str) -> HasParts:
+    """A split as each family's evaluation opens it (``calibration`` included)."""
+    if name == "segment":
+        from components.models.changenet.data import open_split
+
+        return open_split(params, split)
+    if name == "classify":
+        from components.models.changenet_classify.evaluate import dataset_for as classify_split
+
+        return classify_split(params, split)
+    from components.models.cam.evaluate import dataset_for as cam_split
+
+    return cam_split(params, split)

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from components.config import CamAugmentParams
 from components.data.formats import SPLITS, DatasetLayout, read_image_labels, read_segment_list
+from components.evaluation.calibration import split_off
 from components.imageio import ImageReadError, read_image, read_mask
 from components.models.changenet.data import EpochSeededSampler, augment_photometric, make_loader, stream_seed
 from components.models.changenet.metrics import GOOD_LABEL, sample_kind
@@ -162,6 +163,22 @@ class CamDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.names)
 
+    def part_names(self) -> list[str]:
+        return list(self.names)
+
+    def part_defects(self) -> list[bool]:
+        return [bool(label) for label in self.labels]
+
+    def restrict(self, keep: frozenset[str]) -> None:
+        """Keep only the images named in ``keep`` (the calibration cut, :mod:`components.evaluation.calibration`)."""
+        kept = [i for i, name in enumerate(self.names) if name in keep]
+        if not kept:
+            raise CamDataError(f"{self.split}: no image left after the calibration cut")
+        self.names = [self.names[i] for i in kept]
+        self.kinds = [self.kinds[i] for i in kept]
+        self.labels = [self.labels[i] for i in kept]
+        self._cache = {}
+
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for bare integer keys (the training sampler passes ``(epoch, index)`` instead)."""
         self.epoch = int(epoch)
@@ -223,8 +240,12 @@ class CamDataModule(L.LightningDataModule):
         num_workers: int = 0,
         augment: CamAugmentParams | None = None,
         seed: int = 0,
+        calibration: tuple[float, int] = (0.0, 0),
     ) -> None:
+        """``calibration``: ``(data.calibration_fraction, data seed)``; that share of train is held out
+        (:func:`~components.evaluation.calibration.split_off`) for choosing thresholds."""
         super().__init__()
+        self.calibration = calibration
         self.root = Path(root)
         self.image_size = image_size
         self.batch_size = batch_size
@@ -238,6 +259,8 @@ class CamDataModule(L.LightningDataModule):
         if split not in self.sets:
             augment = self.augment if split == "train" else None
             self.sets[split] = CamDataset(self.root, split, self.image_size, augment=augment, seed=self.seed)
+            if split == "train" and self.calibration[0] > 0:
+                split_off(self.sets[split], *self.calibration, calibration=False)
         return self.sets[split]
 
     def setup(self, stage: str | None = None) -> None:

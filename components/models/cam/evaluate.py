@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import DataLoader
 
 from components.config import CamEvalParams, Params
+from components.evaluation.calibration import CALIBRATION, split_off
 from components.evaluation.verdict import reported_threshold
 from components.evaluation.visualize import PREDICTION_COLOR, TRUTH_COLOR, mask_outline, plot_curve, to_uint8_rgb
 from components.fsutil import atomic_file
@@ -71,8 +72,18 @@ def image_size(params: Params) -> int:
 
 
 def dataset_for(params: Params, split: str) -> CamDataset:
-    """The un-augmented ``split`` as the model was trained to read it."""
-    return CamDataset(params.datasets_dir, split, image_size(params), augment=None, seed=params.seed)
+    """The un-augmented ``split`` as the model was trained to read it (``calibration``: the train
+    parts held out of training, :mod:`components.evaluation.calibration`)."""
+    dataset = CamDataset(
+        params.datasets_dir,
+        "train" if split == CALIBRATION else split,
+        image_size(params),
+        augment=None,
+        seed=params.seed,
+    )
+    if split == CALIBRATION:
+        split_off(dataset, params.data.calibration_fraction, params.seed, calibration=True)
+    return dataset
 
 
 def predict(model: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.evaluation.calibration import threshold_provenance
 from components.models.family import TrainerSettings, logged_params
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ class CamFamily:
         }
         if module is not None:
             meta["threshold"] = self.operating_threshold(module.model, params)
-            meta["threshold_split"] = e.threshold_split
+            meta.update(
+                threshold_provenance(e.threshold_split, e.max_false_alarm_rate, params.data.calibration_fraction)
+            )
         return meta
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
@@ -118,6 +121,7 @@ class CamFamily:
             num_workers=t.num_workers,
             augment=t.augment,
             seed=params.training_seed,
+            calibration=(params.data.calibration_fraction, params.seed),
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

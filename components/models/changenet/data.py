@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.config import AugmentParams, TilingParams
 from components.data.formats import SEGMENT_KINDS, SPLITS, DatasetLayout, read_segment_list
+from components.evaluation.calibration import CALIBRATION, split_off
 from components.imageio import ImageReadError, read_image, read_mask
 
 SampleKey = int | tuple[int, int]
@@ -196,6 +197,19 @@ class ChangeSegmentDataset(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def part_names(self) -> list[str]:
+        return list(self.names)
+
+    def part_defects(self) -> list[bool]:
+        return self.has_change()
+
+    def restrict(self, keep: frozenset[str]) -> None:
+        """Keep only the pairs named in ``keep`` (the calibration cut, :mod:`components.evaluation.calibration`)."""
+        self.names = [name for name in self.names if name in keep]
+        self.pseudo_names = frozenset(self.pseudo_names & keep)
+        if not self.names:
+            raise SegmentDataError(f"{self.layout.segment_list(self.split)}: no pair left after the calibration cut")
 
     def _path(self, kind: str, name: str) -> Path:
         if kind == SEGMENT_KINDS[2] and self.mask_dir is not None:
@@ -429,10 +443,20 @@ def pseudo_mask_dirs(params: Any) -> dict[str, Path]:
 
 
 def open_split(params: Any, split: str) -> ChangeSegmentDataset:
-    """``split`` un-augmented, as evaluation judges it: painted masks, and MAL's for boxes-only pairs."""
-    return ChangeSegmentDataset(
-        params.datasets_dir, split, augment=None, seed=params.seed, pseudo_mask_dir=pseudo_mask_dirs(params).get(split)
+    """``split`` un-augmented, as evaluation judges it: painted masks, and MAL's for boxes-only pairs.
+
+    ``calibration``: the train pairs held out of training (``data.calibration_fraction``)."""
+    stored = "train" if split == CALIBRATION else split
+    dataset = ChangeSegmentDataset(
+        params.datasets_dir,
+        stored,
+        augment=None,
+        seed=params.seed,
+        pseudo_mask_dir=pseudo_mask_dirs(params).get(stored),
     )
+    if split == CALIBRATION:
+        split_off(dataset, params.data.calibration_fraction, params.seed, calibration=True)
+    return dataset
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
@@ -468,6 +492,7 @@ class SegmentDataModule(L.LightningDataModule):
         defect_share: float | None = None,
         tiling: TilingParams | None = None,
         pseudo_mask_dirs: dict[str, Path] | None = None,
+        calibration: tuple[float, int] = (0.0, 0),
     ) -> None:
         """``train_mask_dir``: train on these masks instead of the prepared ones (val and test always
         use the prepared true masks, so models trained either way are judged alike).
@@ -477,8 +502,11 @@ class SegmentDataModule(L.LightningDataModule):
         (:class:`DefectShareSampler`); ``None`` shuffles every pair once.
         ``tiling``: train on :class:`TiledSegmentDataset` tiles (``defect_share`` then counts tiles
         centred on a change); val and test yield whole native-size pairs one at a time, which the
-        module judges by sliding windows."""
+        module judges by sliding windows.
+        ``calibration``: ``(data.calibration_fraction, data seed)``; that share of train is held out
+        (:func:`~components.evaluation.calibration.split_off`) for choosing thresholds."""
         super().__init__()
+        self.calibration = calibration
         self.tiling = tiling
         self.defect_share = defect_share
         self.root = Path(root)
@@ -504,6 +532,8 @@ class SegmentDataModule(L.LightningDataModule):
             self.train_set = ChangeSegmentDataset(
                 self.root, "train", self.augment, self.seed, self.train_mask_dir, self.pseudo_mask_dirs.get("train")
             )
+            if self.calibration[0] > 0:
+                split_off(self.train_set, *self.calibration, calibration=False)
             if self.tiling is not None:
                 self.train_set = TiledSegmentDataset(self.train_set, self.tiling, self.defect_share is not None)
         if stage in (None, "fit", "validate") and self.val_set is None:

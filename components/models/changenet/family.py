@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.evaluation.calibration import threshold_provenance
 from components.models.family import TrainerSettings, logged_params
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ class ChangeNetSegmentFamily:
         if module is not None:
             threshold = self.operating_threshold(module.model, params)
             metadata["image_threshold"] = None if threshold is None or math.isnan(threshold) else threshold
+            metadata.update(
+                threshold_provenance(
+                    setting.image_threshold_split, setting.max_false_alarm_rate, params.data.calibration_fraction
+                )
+            )
         return metadata
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
@@ -112,6 +118,7 @@ class ChangeNetSegmentFamily:
             pseudo_mask_dirs=pseudo_mask_dirs(params),
             defect_share=t.defect_share,
             tiling=params.data.tiling,
+            calibration=(params.data.calibration_fraction, params.seed),
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

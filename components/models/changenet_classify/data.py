@@ -42,6 +42,7 @@ from components.data.formats import (
     classify_image_path,
     golden_image_paths,
 )
+from components.evaluation.calibration import split_off
 from components.imageio import ImageReadError, read_image
 from components.models.changenet.data import EpochSeededSampler, augment_photometric, make_loader, stream_seed
 from components.models.changenet_classify.model import stack_lights
@@ -228,6 +229,18 @@ class ClassifyDataset(Dataset[dict[str, Any]]):
     def defects(self) -> list[bool]:
         return [row.is_defect for row in self.rows]
 
+    def part_names(self) -> list[str]:
+        return [row.object_name for row in self.rows]
+
+    def part_defects(self) -> list[bool]:
+        return self.defects
+
+    def restrict(self, keep: frozenset[str]) -> None:
+        """Keep only the rows named in ``keep`` (the calibration cut, :mod:`components.evaluation.calibration`)."""
+        self.rows = [row for row in self.rows if row.object_name in keep]
+        if not self.rows:
+            raise ClassifyDataError(f"{self.csv_path}: no row left after the calibration cut")
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -286,8 +299,12 @@ class ClassifyDataModule(L.LightningDataModule):
         sampler: str = "shuffle",
         fpratio_sampling: float = 0.1,
         seed: int = 0,
+        calibration: tuple[float, int] = (0.0, 0),
     ) -> None:
+        """``calibration``: ``(data.calibration_fraction, data seed)``; that share of train is held out
+        (:func:`~components.evaluation.calibration.split_off`) for choosing thresholds."""
         super().__init__()
+        self.calibration = calibration
         self.root = Path(root)
         self.options = {"lights": tuple(lights), "num_golden": num_golden, "input_size": input_size}
         self.batch_size = batch_size
@@ -303,6 +320,8 @@ class ClassifyDataModule(L.LightningDataModule):
         if split not in self.sets:
             augment = self.augment if split == "train" else None
             self.sets[split] = ClassifyDataset(self.root, split, augment=augment, seed=self.seed, **self.options)
+            if split == "train" and self.calibration[0] > 0:
+                split_off(self.sets[split], *self.calibration, calibration=False)
         return self.sets[split]
 
     def setup(self, stage: str | None = None) -> None:

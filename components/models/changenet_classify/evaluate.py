@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import DataLoader
 
 from components.config import Params
+from components.evaluation.calibration import CALIBRATION, split_off
 from components.evaluation.verdict import reported_threshold
 from components.evaluation.visualize import plot_curve, to_uint8_rgb
 from components.fsutil import atomic_file
@@ -41,16 +42,20 @@ THRESHOLD_FREE = ("auroc", "ap", "parts", "defects")
 
 
 def dataset_for(params: Params, split: str) -> ClassifyDataset:
-    """The un-augmented ``split`` as the model was trained to read it."""
-    return ClassifyDataset(
+    """The un-augmented ``split`` as the model was trained to read it (``calibration``: the train
+    parts held out of training, :mod:`components.evaluation.calibration`)."""
+    dataset = ClassifyDataset(
         params.datasets_dir,
-        split,
+        "train" if split == CALIBRATION else split,
         lights=params.data.lighting_conditions,
         num_golden=params.data.num_golden,
         input_size=params.classify.input_size,
         augment=None,
         seed=params.seed,
     )
+    if split == CALIBRATION:
+        split_off(dataset, params.data.calibration_fraction, params.seed, calibration=True)
+    return dataset
 
 
 def scores_of(outputs: Any) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.evaluation.calibration import threshold_provenance
 from components.models.family import TrainerSettings, logged_params
 
 if TYPE_CHECKING:
@@ -69,7 +70,10 @@ class ChangeNetClassifyFamily:
         }
         if module is not None:
             meta["threshold"] = self.operating_threshold(module.model, params)
-            meta["threshold_split"] = params.classify.eval.threshold_split
+            e = params.classify.eval
+            meta.update(
+                threshold_provenance(e.threshold_split, e.max_false_alarm_rate, params.data.calibration_fraction)
+            )
         return meta
 
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
@@ -117,6 +121,7 @@ class ChangeNetClassifyFamily:
             sampler=t.sampler,
             fpratio_sampling=t.fpratio_sampling,
             seed=params.training_seed,
+            calibration=(params.data.calibration_fraction, params.seed),
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:
