@@ -44,13 +44,14 @@ def run_stage_task(stage_name: str, params_path: str, parent_run_id: str) -> dic
 def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) -> dict[str, dict[str, float]]:
     """Run the stages that apply to ``params_path`` in graph order (up to ``until``)."""
     params_file = Path(params_path).resolve()
-    with contextlib.chdir(runner.project_root(params_file)), runner.warm_stage_processes(params_file):
-        return _run_pipeline(params_file, until)
+    with contextlib.chdir(runner.project_root(params_file)):
+        params = load_params(params_file)
+        stages = plan(params, until)
+        with runner.warm_stage_processes(params_file, stages):
+            return _run_pipeline(params_file, params, stages)
 
 
-def _run_pipeline(params_path: Path, until: str | None) -> dict[str, dict[str, float]]:
-    params = load_params(params_path)
-    stages = plan(params, until)
+def _run_pipeline(params_path: Path, params: Params, stages: list[Stage]) -> dict[str, dict[str, float]]:
     parent_run_id = runner.start_pipeline_run(params)
     results: dict[str, dict[str, float]] = {}
     status = "FAILED"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -255,13 +255,17 @@ def execute_stage(
     return {**metrics, f"{name}/wall_seconds": time.perf_counter() - started}
 
 
-def warm_stage_processes(params_path: Path | str) -> contextlib.AbstractContextManager[str | None]:
+def warm_stage_processes(
+    params_path: Path | str, stages: Sequence[Stage] | None = None
+) -> contextlib.AbstractContextManager[str | None]:
     """For the ``with`` around a flow's stages: a prefork server when stages run as DVC subprocesses.
 
     Each such stage would import torch, Lightning, timm and MLflow again (12-15 s on 2 cores);
-    :mod:`components.pipeline.prefork` imports them once. Stages run in-process need nothing.
+    :mod:`components.pipeline.prefork` imports them once. Stages run in-process need nothing, and
+    neither does a run of the data stages alone (``until=validate``): the server's own imports would
+    cost more than they save.
     """
-    if not uses_dvc(params_path):
+    if not uses_dvc(params_path) or (stages is not None and not any(s.model_family for s in stages)):
         return contextlib.nullcontext()
     from components.pipeline.prefork import warm_stages
 

@@ -91,3 +91,19 @@ def test_without_a_server_the_command_runs_here(tmp_path: Path) -> None:
 
 def test_client_and_server_agree_on_the_variable() -> None:
     assert launcher.SOCKET_ENV == prefork.SOCKET_ENV
+
+
+def test_only_flows_with_model_stages_through_dvc_start_a_server(tmp_path: Path) -> None:
+    import contextlib
+
+    from components.pipeline import runner
+    from components.pipeline.stages import STAGES
+
+    params = REPO_ROOT / "params.yaml"
+    data_only = [stage for stage in STAGES if stage.model_family is None]
+    assert data_only and len(data_only) < len(STAGES)
+    assert isinstance(runner.warm_stage_processes(params, data_only), contextlib.nullcontext)
+    assert not isinstance(runner.warm_stage_processes(params, STAGES), contextlib.nullcontext)
+    outside_dvc = tmp_path / "params.yaml"  # stages run in-process: nothing to warm
+    outside_dvc.write_text(params.read_text())
+    assert isinstance(runner.warm_stage_processes(outside_dvc, STAGES), contextlib.nullcontext)
