@@ -473,9 +473,7 @@ def report_over_splits(args: argparse.Namespace) -> None:
     }
     options = [f"--category {args.category}", f"--epochs {args.epochs}", f"--minutes {args.minutes:g}"]
     options += [f"--test-fraction {args.test_fraction:g}"]
-    markers_ = tuple(
-        m.replace(":begin", "_splits:begin").replace(":end", "_splits:end") for m in markers(args.category)
-    )
+    begin, end = markers(args.category)
     split_seeds.publish(
         RESULTS_DIR,
         f"cam_{args.category}",
@@ -483,7 +481,7 @@ def report_over_splits(args: argparse.Namespace) -> None:
         split_seeds.command_line("cam_mvtec.py", options, args),
         per_split,
         SPLIT_COLUMNS,
-        (markers_[0], markers_[1]),
+        (begin.replace(":begin", "_splits:begin"), end.replace(":end", "_splits:end")),
         update_results_md if args.record else None,
     )
 

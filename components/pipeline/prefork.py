@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "SOCKET_ENV", "recv_request", "send_request", "serve", "warm_stages"]
+__all__ = ["PRELOAD", "SOCKET_ENV", "recv_request", "serve", "wait_ready", "warm_stages"]
 
 SOCKET_ENV = "INSPECTOPS_STAGE_SERVER"
 """Path of the server's Unix socket; set while a flow runs, read by :mod:`components.launcher`."""
@@ -49,13 +49,6 @@ PRELOAD = ("torch", "torchvision", "timm", "lightning", "mlflow", "onnx", "onnxr
 """Third-party packages only: never this project's own modules (see the module docstring)."""
 _HEADER = struct.Struct("!Q")  # payload length, sent with the three file descriptors
 _READY_SECONDS = 120.0
-
-
-def send_request(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-    """One request: its length and the descriptors in one message, then the JSON payload."""
-    payload = json.dumps(request).encode("utf-8")
-    socket.send_fds(conn, [_HEADER.pack(len(payload))], fds)
-    conn.sendall(payload)
 
 
 def _recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -70,7 +63,8 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
 
 
 def recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """The counterpart of :func:`send_request`: the request and the descriptors it carried."""
+    """A request as :func:`components.launcher.run_in_server` sends it: its length and the descriptors in one
+    message, then the JSON payload; returns the request and the descriptors it carried."""
     header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
     if len(header) != _HEADER.size:
         raise ConnectionError("stage request without a header")
@@ -107,7 +101,6 @@ def _run_command(conn: socket.socket) -> int:
     try:
         module, _, name = request["entry"].partition(":")
         getattr(importlib.import_module(module), name)()
-        code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if done.code is not None and not isinstance(done.code, int):
