@@ -261,7 +261,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. classify.train.lr=3e-4")
     split_seeds.add_option(parser)
     args = parser.parse_args()
-    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+    if split_seeds.requested(args):
         report_over_splits(args)
         return
     results = run(args)

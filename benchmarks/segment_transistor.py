@@ -291,7 +291,7 @@ def main() -> None:
     parser.add_argument("--throughput-embed-dim", type=int, default=256, help="decoder width for the throughput rows")
     split_seeds.add_option(parser)
     args = parser.parse_args()
-    if args.split_seeds != [split_seeds.TAO_SPLIT_SEED]:
+    if split_seeds.requested(args):
         report_over_splits(args)
         return
     results = run(args)

@@ -32,7 +32,9 @@ __all__ = [
     "parse_split_seeds",
     "publish",
     "render_section",
+    "requested",
     "run_over_splits",
+    "split_key",
     "summarize",
 ]
 
@@ -58,9 +60,40 @@ def add_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-seeds",
         type=parse_split_seeds,
-        default=[TAO_SPLIT_SEED],
-        help="seeded splits to run, e.g. 42,1,2,3 (42: TAO's 212/91 split); several give a mean and a worst",
+        default=None,
+        help="seeded splits to run, e.g. 42,1,2,3 (42: TAO's 212/91 split); several give a mean and a worst. "
+        "Without it the benchmark runs once on params' own seed and writes its main JSON and section",
     )
+    parser.add_argument(
+        "--reuse-splits",
+        action="store_true",
+        help="keep a split whose JSON was written by the same command (same options and --set); run the rest",
+    )
+
+
+def requested(args: argparse.Namespace) -> bool:
+    """Whether ``--split-seeds`` was given (even ``--split-seeds 42``: a split row, not the main run)."""
+    return bool(getattr(args, "split_seeds", None))
+
+
+_NOT_OF_THE_RECIPE = frozenset({"workdir", "results_json", "split_seeds", "reuse_splits", "data"})
+
+
+def split_key(args: argparse.Namespace) -> str:
+    """What makes a split's run the same run again: every option but the work folder, paths and seeds."""
+    kept = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_OF_THE_RECIPE}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _reusable(path: Path, key: str) -> dict[str, Any] | None:
+    """The split's earlier result when it was written by the same command, else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return stored if stored.get("split_key") == key else None
 
 
 def summarize(values: dict[int, float], higher_is_better: bool = True) -> dict[str, float]:
@@ -88,15 +121,31 @@ def run_over_splits(
     name: str,
 ) -> dict[int, dict[str, Any]]:
     """``run_one`` once per ``args.split_seeds``, each with ``seed=<N>`` added to ``args.set``, its
-    own ``args.workdir/split-<N>`` and ``args.results_json`` at ``<results_dir>/<name>_split<N>.json``."""
+    own ``args.workdir/split-<N>`` and ``args.results_json`` at ``<results_dir>/<name>_split<N>.json``.
+
+    Each JSON records its :func:`split_key`; with ``args.reuse_splits`` a split whose JSON has the
+    same key is read back instead of run again, so four 35-minute splits can be gathered over
+    several sittings without mixing recipes.
+    """
     runs: dict[int, dict[str, Any]] = {}
     for seed in args.split_seeds:
         one = copy.copy(args)
         one.set = [*args.set, f"seed={seed}"]
         one.workdir = Path(args.workdir) / f"split-{seed}"
         one.results_json = results_dir / f"{name}_split{seed}.json"
-        print(f"[split seed {seed}] {'TAO split' if seed == TAO_SPLIT_SEED else 'seeded split'}", flush=True)
-        runs[seed] = run_one(one)
+        key = split_key(one)
+        kind = "TAO split" if seed == TAO_SPLIT_SEED else "seeded split"
+        earlier = _reusable(one.results_json, key) if getattr(args, "reuse_splits", False) else None
+        if earlier is not None:
+            print(f"[split seed {seed}] {kind}: reusing {one.results_json.name} (same command)", flush=True)
+            runs[seed] = earlier
+            continue
+        print(f"[split seed {seed}] {kind}", flush=True)
+        result = run_one(one)
+        result["split_key"] = key
+        one.results_json.parent.mkdir(parents=True, exist_ok=True)
+        one.results_json.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        runs[seed] = result
     return runs
 
 

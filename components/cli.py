@@ -29,6 +29,8 @@ app.add_typer(label_app, name="label")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(infer_app, name="infer")
 app.add_typer(benchmark_app, name="benchmark")
+registry_app = typer.Typer(help="Read the model registry: a version's card, tags and lineage.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 ParamsOption = Annotated[
     Path,
@@ -36,6 +38,13 @@ ParamsOption = Annotated[
         "--params",
         "-p",
         help="Path of params.yaml, or an overlay that extends it (params.<name>.yaml from data import).",
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A registered model (models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/deployable) or a bundle "
+        "folder: runs its ONNX bundle on onnxruntime at the shipped threshold, instead of a checkpoint."
     ),
 ]
 FamilyArgument = Annotated[str, typer.Argument(metavar="FAMILY", help="Model family: segment | mal | classify | cam.")]
@@ -58,7 +67,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.models.checkpoint", "CheckpointError"),
         ("components.labeling.errors", "LabelingError"),
         ("components.models.mal.data", "MalDataError"),
-        ("components.inference.segment_infer", "PairingError"),
+        ("components.inference.pairs", "PairingError"),
         ("components.inference.classify_infer", "InferInputError"),
         ("components.inference.cam_infer", "CamInputError"),
         ("components.models.changenet_classify.data", "ClassifyDataError"),
@@ -72,6 +81,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.benchmarking.platforms", "PlatformError"),
         ("components.benchmarking.trtexec", "TrtexecError"),
         ("components.benchmarking.tensorrt_build", "EngineBuildError"),
+        ("components.serving.runtime", "BundleError"),
+        ("components.registry", "RegistryLookupError"),
+        ("components.export.onnx_export", "ExportError"),
     ):
         with suppress(ImportError, AttributeError):
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -97,6 +109,17 @@ def _load(params_path: Path, overrides: list[str] | None = None) -> Params:
             raise ParamsError(f"--set {item!r}: expected key=value")
         parsed[key.strip()] = yaml.safe_load(value)
     return load_params(params_path, parsed)
+
+
+def _tracking_uri(params_path: Path, overrides: list[str] | None) -> str | None:
+    """The registry a ``models:/`` URI is read from: the params' tracking store (or MLFLOW_TRACKING_URI)."""
+    from components.tracking import tracking_uri
+
+    if not params_path.is_file():  # a line PC holding no checkout: MLFLOW_TRACKING_URI says where
+        import os
+
+        return os.environ.get("MLFLOW_TRACKING_URI")
+    return tracking_uri(_load(params_path, overrides))
 
 
 def _run_stage(name: str, params: Params) -> None:
@@ -370,12 +393,24 @@ def infer_segment(
         float | None,
         typer.Option(help="Call a part DEFECT above this image score (the export sidecar's image_threshold)."),
     ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Predict change masks for golden/test pairs, and each pair's image score (verdicts.csv)."""
-    from components.inference.segment_infer import infer_segment as infer
-    from components.training.train import model_dir
-
     with _friendly_errors():
+        if model is not None:  # the registered ONNX bundle at its shipped threshold: no params, no torch model
+            from components.serving.infer import load_bundle, run_segment
+
+            bundle = load_bundle(model, "segment", _tracking_uri(params, set_))
+            results = run_segment(bundle, golden, test, out)
+            called = sum(p.defect for _, p in results)
+            typer.echo(
+                f"{model} ({bundle.precision}): {len(results)} pair(s), {called} DEFECT at image threshold "
+                f"{bundle.threshold}; masks, overlays and verdicts.csv in {out}"
+            )
+            return
+        from components.inference.segment_infer import infer_segment as infer
+        from components.training.train import model_dir
+
         p = _load(params, set_)
         ckpt = checkpoint or model_dir(p, "segment") / "best.ckpt"
         written = infer(
@@ -411,12 +446,22 @@ def infer_classify(
         float | None,
         typer.Option(help="Defect above this score (default: classify.eval.threshold, chosen on train when auto)."),
     ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Is this part good? Prints the defect score, the threshold and PASS or DEFECT."""
-    from components.inference.classify_infer import infer_classify as infer
-    from components.training.train import model_dir
-
     with _friendly_errors():
+        if model is not None:
+            from components.serving.infer import load_bundle, run_classify
+
+            bundle = load_bundle(model, "classify", _tracking_uri(params, set_))
+            answer = run_classify(bundle, golden, test)
+            typer.echo(
+                f"{answer.verdict}: score {answer.score:.4f} (threshold {answer.threshold}, {model}, {bundle.precision})"
+            )
+            return
+        from components.inference.classify_infer import infer_classify as infer
+        from components.training.train import model_dir
+
         p = _load(params, set_)
         from components.models.changenet_classify.module import load_module
 
@@ -446,13 +491,24 @@ def infer_cam(
         float | None,
         typer.Option(help="Anomaly above this score (default: cam.eval.threshold, chosen on train when auto)."),
     ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Good or anomaly, and where: one line per image with the score, the call and the CAM box(es)."""
-    from components.inference.cam_infer import infer_cam as infer
-    from components.models.cam.evaluate import image_size
-    from components.models.family import best_checkpoint, get_family
-
     with _friendly_errors():
+        if model is not None:
+            from components.serving.infer import load_bundle, run_cam
+
+            bundle = load_bundle(model, "cam", _tracking_uri(params, set_))
+            for name, answer in run_cam(bundle, images, out):
+                boxes = " ".join(f"[{x1},{y1},{x2},{y2}]" for x1, y1, x2, y2 in answer.boxes)
+                typer.echo(
+                    f"{name}: {answer.verdict} score {answer.score:.4f} (threshold {answer.threshold}) {boxes}".rstrip()
+                )
+            return
+        from components.inference.cam_infer import infer_cam as infer
+        from components.models.cam.evaluate import image_size
+        from components.models.family import best_checkpoint, get_family
+
         p = _load(params, set_)
         family = get_family("cam")
         model = family.load_module(checkpoint or best_checkpoint(p, family)).model
@@ -600,3 +656,21 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":
     main()
+
+
+@registry_app.command("show")
+def registry_show(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="NAME@ALIAS, NAME/VERSION or NAME (its champion), e.g. inspectops-changenet-segment@champion."
+        ),
+    ],
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    set_: SetOption = None,
+) -> None:
+    """Print a registered version's model card, then its tags (threshold, gate decision, commit)."""
+    from components.registry import describe_version
+
+    with _friendly_errors():
+        typer.echo(describe_version(model, _tracking_uri(params, set_)))

@@ -217,6 +217,11 @@ class TrainLoopParams(_Section):
     num_workers: int = Field(0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)
+    checkpoint: Literal["best", "last"] = "best"
+    """The weights later stages use (``models/<family>/best.ckpt``). ``best``: the epoch with the
+    highest val monitor; val then chose the model, so its val numbers lean optimistic. ``last``:
+    the final epoch (the weight average where there is one); nothing is chosen on val, so val
+    numbers are what an unseen part would get."""
     resume_from: Path | None = None
     limit_train_batches: float | int | None = None
     channels_last: bool = True
@@ -313,6 +318,14 @@ class ClassifyModelParams(BackboneParams):
     """Embedding size of the ``euclidean`` module (TAO: 5)."""
     golden_fusion: Literal["mean", "attention"] = "mean"
     """How several goldens combine: their mean, or per-location attention from the test features."""
+    pooling: Literal["meanmax", "topk"] = "meanmax"
+    """How the ``learnable`` module turns its fused difference map into a verdict. ``meanmax``: the
+    map's mean and max per channel into a small MLP (TAO-like). ``topk``: a 1x1 convolution scores
+    every location for change, and the defect logit is the mean of the ``topk_fraction`` highest
+    locations (multiple-instance pooling: a defect a few cells wide decides the part, and the
+    location scores are a change map that ``classify.train.mask_loss_weight`` can supervise)."""
+    topk_fraction: float = Field(0.02, gt=0.0, le=1.0)
+    """Share of the difference map's locations averaged into the defect logit (``pooling: topk``)."""
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -340,6 +353,12 @@ class ClassifyTrainParams(TrainLoopParams):
     a defect weighs ``num_pass / num_defect * fpratio_sampling``."""
     fpratio_sampling: float = Field(0.1, gt=0.0)
     freeze_backbone: bool = False
+    ema: EmaParams | None = None
+    """Validate, checkpoint and deploy a weight average (as ``segment.train.ema``); ``null``: the raw weights."""
+    mask_loss_weight: float = Field(0.0, ge=0.0)
+    """Weight of an auxiliary change-mask loss (BCE + dice) on the location scores of ``pooling:
+    topk``, where the prepared data has masks (``segment/label/<object_name>.png``; parts without
+    one are left out of this term). Training only: the exported model is unchanged. 0 turns it off."""
     augment: ClassifyAugmentParams = ClassifyAugmentParams()
 
     @field_validator("cls_weight")
@@ -376,6 +395,18 @@ class ClassifyParams(_Section):
         if size is not None and size % 32:
             raise ValueError("must be a multiple of 32 (the backbone's coarsest stride)")
         return size
+
+    @model_validator(mode="after")
+    def _mask_loss_has_a_map(self) -> ClassifyParams:
+        if self.train.mask_loss_weight > 0 and (
+            self.model.difference_module != "learnable" or self.model.pooling != "topk"
+        ):
+            raise ValueError(
+                "classify.train.mask_loss_weight > 0 supervises the location scores of "
+                "classify.model.pooling: topk with difference_module: learnable; "
+                f"got pooling: {self.model.pooling}, difference_module: {self.model.difference_module}"
+            )
+        return self
 
 
 class CamModelParams(BackboneParams):

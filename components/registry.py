@@ -128,7 +128,12 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
         output_format="list",
     )
     source = logged[0].model_uri if logged else f"runs:/{run_info['run_id']}/model"
+    next_version = _next_version(client, name)
+    bundle = _log_deployable(params, family, run_info, client, next_version)
+    if bundle is not None:  # the line runs the ONNX bundle; the checkpoint stays on the run for retraining
+        source = f"runs:/{run_info['run_id']}/{DEPLOYABLE_PATH}"
     version = mlflow.register_model(source, name, tags={"val_iou": f"{val_iou:.6f}"})
+    _publish_card(params, family, client, str(version.version), run_info, bundle)
     challenger = Candidate(str(version.version), val_iou, worst_quant_drop(quantize))
 
     champion: Candidate | None = None
@@ -142,6 +147,8 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
     client.set_model_version_tag(name, version.version, "promotion", "promoted" if decision.promote else "rejected")
     client.set_model_version_tag(name, version.version, "promotion_reason", decision.reason)
     client.set_model_version_tag(name, version.version, "git_commit", run_info.get("git_commit", ""))
+    for key, value in _lineage(params).items():  # from the version back to the inputs that made it
+        client.set_model_version_tag(name, version.version, key, value)
     for key, value in shipped_threshold(params, family).items():  # the verdict a line runs, and how it was chosen
         client.set_model_version_tag(name, version.version, key, str(value))
     if decision.promote:
@@ -165,6 +172,106 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
         "register/version": float(version.version),
         "register/promoted": float(decision.promote),
     }
+
+
+DEPLOYABLE_PATH = "deployable"
+"""Where the training run holds the pyfunc model a version registers (:mod:`components.serving.bundle`)."""
+
+
+def _lineage(params: Params) -> dict[str, str]:
+    """The version's inputs: params hash, data source and the DVC data version (``data.dvc``)."""
+    from components.serving.card import data_version
+    from components.tracking import params_hash
+
+    tags = {"params_hash": params_hash(params), "data_source": f"{params.data.source}/{params.data.category}"}
+    version = data_version(Path.cwd())
+    if version.get("md5"):
+        tags["data_dvc_md5"] = str(version["md5"])
+    return tags
+
+
+def _next_version(client: Any, name: str) -> str:
+    """The version number registration will give (one writer per model: the register stage)."""
+    import mlflow
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except mlflow.exceptions.MlflowException:
+        return "1"
+    return str(max((int(v.version) for v in versions), default=0) + 1)
+
+
+def _log_deployable(
+    params: Params, family: ModelFamily, run_info: dict[str, Any], client: Any, version: str
+) -> dict[str, Any] | None:
+    """Save the family's deployable pyfunc (ONNX bundle + card) and log it to the training run.
+
+    ``None`` when the family serves no bundle (MAL) or its export stage has not run: the version
+    then registers the training run's PyTorch model as before.
+    """
+    import tempfile
+
+    from components.export.onnx_export import sidecar_path
+    from components.export.stage import fp32_onnx_path
+    from components.serving.bundle import save_deployable, serves
+    from components.serving.card import render_card
+    from components.serving.runtime import MANIFEST
+
+    if not serves(family) or not sidecar_path(fp32_onnx_path(params, family)).is_file():
+        return None
+    with tempfile.TemporaryDirectory(prefix="inspectops-deployable-") as tmp:
+        card = lambda manifest: render_card(params, family, version, run_info, manifest)  # noqa: E731
+        out = save_deployable(params, family, Path(tmp) / DEPLOYABLE_PATH, card=card)
+        manifest = json.loads((out / "artifacts" / "bundle" / MANIFEST).read_text())
+        client.log_artifacts(run_info["run_id"], str(out), DEPLOYABLE_PATH)
+    return manifest
+
+
+def _publish_card(
+    params: Params,
+    family: ModelFamily,
+    client: Any,
+    version: str,
+    run_info: dict[str, Any],
+    bundle: dict[str, Any] | None,
+) -> str:
+    """The version's card: its description (the MLflow UI renders it) and ``model_card/`` on the training run."""
+    from components.serving.card import render_card
+
+    name = family.registered_model(params)
+    card = render_card(params, family, version, run_info, bundle)
+    client.update_model_version(name, version, description=card)
+    client.log_text(run_info["run_id"], card, f"model_card/{name}_v{version}.md")
+    write_json(params.reports_dir / "registry" / f"{family.name}_card.json", {"model": name, "version": version})
+    (params.reports_dir / "registry" / f"{family.name}_card.md").write_text(card)
+    return card
+
+
+class RegistryLookupError(LookupError):
+    """A model name, alias or version the registry does not hold; the message names it."""
+
+
+def describe_version(model: str, tracking_uri: str | None = None) -> str:
+    """``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` (its champion): the version's card, then its tags."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    name, _, alias = model.partition("@")
+    if not alias and "/" in name:
+        name, version_id = name.rsplit("/", 1)
+        getter, what = (lambda: client.get_model_version(name, version_id)), f"version {version_id}"
+    else:
+        alias = alias or CHAMPION
+        getter, what = (lambda: client.get_model_version_by_alias(name, alias)), f"alias @{alias}"
+    try:
+        version = getter()
+    except mlflow.exceptions.MlflowException as error:
+        raise RegistryLookupError(f"{model}: no {what} of registered model {name!r} ({error.message})") from None
+    tags = "\n".join(f"- `{k}`: {v}" for k, v in sorted(version.tags.items()))
+    card = version.description or f"# {name} v{version.version}\n\n(no model card: registered before cards)"
+    return f"{card.rstrip()}\n\n## Registry tags (v{version.version}, run {version.run_id})\n\n{tags}\n"
 
 
 def candidate_path(params: Params, family: ModelFamily | str) -> Path:

@@ -36,18 +36,33 @@ def tracking_uri(params: Params) -> str:
     return params.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def git_commit(cwd: Path | None = None) -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files differ.
+PIPELINE_OUTPUTS: tuple[str, ...] = ("dvc.lock", "artifacts")
+"""Tracked files the pipeline itself rewrites (the lock and the committed metrics): a run that
+changes them is still a run of the committed inputs, so they never make a commit ``-dirty``."""
 
-    Outside a git checkout (a container image) ``INSPECTOPS_GIT_COMMIT`` names the commit
-    the image was built from; failing both, ``unknown``.
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checked-out commit, with ``-dirty`` when a tracked *input* differs (code, params, data pointers).
+
+    The pipeline's own outputs (:data:`PIPELINE_OUTPUTS`) do not count: otherwise every stage after
+    the first to rewrite a metric would record a dirty commit, on a clean checkout too. Outside a git
+    checkout (a container image) ``INSPECTOPS_GIT_COMMIT`` names the commit the image was built from;
+    failing both, ``unknown``.
     """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *(f":(exclude){p}" for p in PIPELINE_OUTPUTS),
+            ],
             cwd=cwd,
             capture_output=True,
             text=True,

@@ -14,30 +14,10 @@ import torch
 from PIL import Image
 
 from components.config import SegmentEvalParams, TilingParams
-from components.data.layout import IMAGE_SUFFIXES
 from components.evaluation.visualize import overlay
 from components.fsutil import atomic_dir
 from components.imageio import read_image, write_png
-
-
-class PairingError(ValueError):
-    """Golden and test inputs that cannot be paired; the message names what is missing."""
-
-
-def pair_inputs(golden: Path, test: Path) -> list[tuple[str, Path, Path]]:
-    """``(name, golden file, test file)`` for two files or two folders matched by file name."""
-    if golden.is_file() and test.is_file():
-        return [(test.stem, golden, test)]
-    if golden.is_dir() and test.is_dir():
-        tests = {p.name: p for p in sorted(test.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        goldens = {p.name: p for p in sorted(golden.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        missing = sorted(set(tests) - set(goldens))
-        if missing:
-            raise PairingError(f"{golden}: no golden image for test image(s) {missing[:10]}")
-        if not tests:
-            raise PairingError(f"{test}: holds no images")
-        return [(Path(name).stem, goldens[name], path) for name, path in tests.items()]
-    raise PairingError(f"--golden {golden} and --test {test} must both be existing files or both folders")
+from components.inference.pairs import pair_inputs
 
 
 def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:

@@ -52,6 +52,8 @@ class TrainerSettings:
     limit_train_batches: float | int | None = None
     grad_clip_norm: float | None = None
     early_stopping_patience: int | None = None
+    checkpoint: str = "best"
+    """``best`` (highest ``monitor`` on val) or ``last`` (the final epoch): what ``best.ckpt`` holds."""
     resume_from: Path | None = None
     report_keys: tuple[str, ...] = ()
     """Logged values the one-line-per-epoch report shows."""
@@ -74,6 +76,7 @@ class TrainerSettings:
             limit_train_batches=t.limit_train_batches,
             grad_clip_norm=t.grad_clip_norm,
             early_stopping_patience=t.early_stopping_patience,
+            checkpoint=t.checkpoint,
             resume_from=t.resume_from,
             report_keys=report_keys,
             channels_last=t.channels_last,

@@ -4,8 +4,8 @@ The family (:class:`~components.models.family.ModelFamily`) supplies the Lightni
 the data module, the trainer knobs and the metric that picks the checkpoint; this module
 owns everything around them: seeding, checkpoints, progress, MLflow, the run record.
 
-Outputs (``<artifacts>/models/<family>``): ``best.ckpt`` (highest ``family.monitor`` on val) and
-``last.ckpt``. They are written to a staging folder and moved into place only when
+Outputs (``<artifacts>/models/<family>``): ``best.ckpt``, the weights later stages use (highest
+``family.monitor`` on val, or the final epoch with ``train.checkpoint: last``), and ``last.ckpt``. They are written to a staging folder and moved into place only when
 training finishes, so a crash never leaves a half-trained "best" behind. The folder is a
 DVC output and holds only what the inputs determine: no run ids, no absolute paths, so
 the same data and params hash the same on every machine. The MLflow run that trained the
@@ -256,7 +256,9 @@ def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
     metrics = {**reproducible, "train/seconds": seconds, "train/samples_per_second": meter.pairs_per_second}
     if not trainer.is_global_zero:
         return metrics
-    if not (staging / "best.ckpt").exists():  # no val epoch finished (e.g. resumed at max_epochs)
+    if settings.checkpoint == "last" or not (staging / "best.ckpt").exists():
+        # ``last``: the final weights are the model, nothing chosen on val (or no val epoch finished,
+        # e.g. resumed at max_epochs); ``best.ckpt`` is the file every later stage reads.
         shutil.copy2(staging / "last.ckpt", staging / "best.ckpt")
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -14,7 +14,13 @@ from tests.conftest import write_params
 
 TINY_SEGMENT = {
     "model": {"backbone": "tf_efficientnet_lite0", "pretrained": "none", "embed_dim": 32},
-    "train": {"epochs": 2, "batch_size": 4, "lr": 0.002, "augment": {"random_resized_crop": 0.0, "blur": 0.0}},
+    "train": {
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 0.002,
+        "checkpoint": "last",  # as params.yaml
+        "augment": {"random_resized_crop": 0.0, "blur": 0.0},
+    },
     "eval": {"num_overlays": 2, "batch_size": 4},
 }
 

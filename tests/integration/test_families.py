@@ -19,7 +19,10 @@ from components.evaluation.calibration import HasParts
 from components.evaluation.stage import metrics_path
 from components.export.stage import export_stage, fp32_onnx_path, quantize_metrics_path, quantize_stage
 from components.models.family import FAMILY_MODULES, ModelFamily, best_checkpoint, get_family
-from components.registry import candidate_path, register_model
+from components.registry import DEPLOYABLE_PATH, candidate_path, describe_version, register_model
+from components.serving.bundle import chosen_int8, serves
+from components.serving.infer import resolve_bundle
+from components.serving.runtime import DeployBundle
 from components.training.runs import training_run
 from components.training.train import train_metrics_path, train_model
 
@@ -100,6 +103,17 @@ def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: P
         assert float(version.tags["image_threshold" if name == "segment" else "threshold"]) == pytest.approx(
             sidecar["image_threshold" if name == "segment" else "threshold"]
         )
+    if serves(family):  # the version is the deployable ONNX bundle, with its card
+        assert version.source.endswith(DEPLOYABLE_PATH)
+        for section in ("## Overview and intended use", "## Training data", "## Metrics (val)", "## Lineage"):
+            assert section in version.description
+        assert f"v{version.version}" in describe_version(f"{version.name}/{version.version}")
+        bundle = DeployBundle(resolve_bundle(f"models:/{version.name}/{version.version}"))
+        assert bundle.precision == ("int8" if chosen_int8(params, family) else "fp32")
+        assert bundle.threshold == pytest.approx(
+            sidecar["image_threshold" if name == "segment" else "threshold"]
+        )
+        assert "## How to run it" in (bundle.folder / "card.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(THRESHOLD_SPLIT))

@@ -63,6 +63,9 @@ def test_training_lowers_the_loss_and_logs_to_mlflow(trained: tuple[Params, dict
     import torch
 
     assert torch.load(model_dir(params) / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
+    # checkpoint: last (params.yaml's) ships the final weights: nothing is chosen on the val split it reports
+    assert params.segment.train.checkpoint == "last"
+    assert torch.load(model_dir(params) / "best.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
     run = _run(params)
     client = mlflow.MlflowClient()
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss_epoch")]

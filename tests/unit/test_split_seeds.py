@@ -33,13 +33,36 @@ def test_each_split_runs_in_its_own_folder_with_its_seed(tmp_path: Path) -> None
 
     args = argparse.Namespace(split_seeds=[42, 1], set=["segment.train.epochs=2"], workdir=tmp_path / "w")
     runs = split_seeds.run_over_splits(args, run_one, tmp_path / "results", "bench")
-    assert runs == {42: {"seed": "seed=42"}, 1: {"seed": "seed=1"}}
+    assert {seed: run["seed"] for seed, run in runs.items()} == {42: "seed=42", 1: "seed=1"}
     assert seen[1] == (
         ["segment.train.epochs=2", "seed=1"],
         tmp_path / "w" / "split-1",
         tmp_path / "results" / "bench_split1.json",
     )
     assert args.set == ["segment.train.epochs=2"]  # the caller's arguments are left alone
+
+
+def test_reuse_keeps_only_splits_run_by_the_same_command(tmp_path: Path) -> None:
+    """Four 35-minute splits can be gathered over several sittings, never mixing two recipes."""
+    ran: list[int] = []
+
+    def run_one(args: argparse.Namespace) -> dict[str, Any]:
+        ran.append(int(args.set[-1].split("=")[1]))
+        return {"iou": 0.5}
+
+    def sitting(seeds: list[int], sets: list[str], reuse: bool = True) -> dict[int, dict[str, Any]]:
+        args = argparse.Namespace(split_seeds=seeds, set=sets, workdir=tmp_path / "w", minutes=35.0, reuse_splits=reuse)
+        return split_seeds.run_over_splits(args, run_one, tmp_path / "results", "bench")
+
+    sitting([42], ["epochs=28"])
+    runs = sitting([42, 1], ["epochs=28"])
+    assert ran == [42, 1] and set(runs) == {42, 1}  # 42 read back, 1 run
+    sitting([42, 1], ["epochs=9"])  # another recipe: nothing reused
+    assert ran == [42, 1, 42, 1]
+    sitting([42], ["epochs=9"], reuse=False)  # without the option every split runs
+    assert ran == [42, 1, 42, 1, 42]
+    assert not split_seeds.requested(argparse.Namespace(split_seeds=None))
+    assert split_seeds.requested(argparse.Namespace(split_seeds=[42]))  # a split row, not the main run
 
 
 def test_summary_reports_the_mean_and_the_worst_not_the_best() -> None:

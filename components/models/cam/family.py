@@ -84,6 +84,16 @@ class CamFamily:
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
         return {"model": dict(module.hparams["model"])}
 
+    def serving_example(self, params: Params) -> dict[str, Path]:
+        """The first val image (the segmentation set's test image, else the image-label list's): the
+        deployable model's input example (``image``)."""
+        from components.data.formats import DatasetLayout, read_image_labels, read_segment_list
+
+        layout = DatasetLayout(params.datasets_dir)
+        if layout.segment_list("val").is_file():
+            return {"image": layout.segment_image("A", read_segment_list(layout.segment_list("val"))[0])}
+        return {"image": layout.root / read_image_labels(layout.image_labels_csv("val"))[0]["image"]}
+
     def trainer_settings(self, params: Params) -> TrainerSettings:
         return TrainerSettings.from_train_params(
             params.cam.train,

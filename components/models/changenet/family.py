@@ -71,6 +71,14 @@ class ChangeNetSegmentFamily:
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
         return dict(module.hparams["model"])
 
+    def serving_example(self, params: Params) -> dict[str, Path]:
+        """The first val pair's files: the deployable model's input example (``test``, ``golden``)."""
+        from components.data.formats import DatasetLayout, read_segment_list
+
+        layout = DatasetLayout(params.datasets_dir)
+        name = read_segment_list(layout.segment_list("val"))[0]
+        return {"test": layout.segment_image("A", name), "golden": layout.segment_image("B", name)}
+
     def trainer_settings(self, params: Params) -> TrainerSettings:
         return TrainerSettings.from_train_params(
             params.segment.train,

@@ -14,7 +14,11 @@ CSV's file name, the row's line number and its ``object_name``.
 
 A sample is ``{"test": (3, L*H, W), "golden": (G, 3, L*H, W), "label": 0|1, "name", "kind"}``:
 lights stacked top to bottom in ``data.lighting_conditions`` order, TAO's linear layout (the
-model re-arranges them). Augmentation (train only) is drawn from a generator seeded from
+model re-arranges them). With ``masks=True`` (the auxiliary mask loss) it also has ``"mask"``
+``(1, L*H, W)``, the part's change mask from the segmentation set
+(``segment/label/<object_name>.png``, the same name the prepare stage gives both) repeated for
+every light, and ``"has_mask"``: false for a defect without one (its pixels are unknown); a good
+part without one has an empty mask. Augmentation (train only) is drawn from a generator seeded from
 ``(seed, epoch, index)`` like the segmentation data: flips move every light and golden together
 (they must stay aligned), brightness/contrast/blur hit each capture on its own.
 """
@@ -209,10 +213,13 @@ class ClassifyDataset(Dataset[dict[str, Any]]):
         input_size: int | None = None,
         augment: ClassifyAugmentParams | None = None,
         seed: int = 0,
+        masks: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ClassifyDataError(f"split must be one of {SPLITS}, got {split!r}")
         layout = DatasetLayout(Path(root))
+        self.layout = layout
+        self.masks = masks
         self.csv_path = layout.classify_csv(split)
         self.rows = read_classify_csv(self.csv_path, layout.classify_images, lights, num_golden)
         self.lights = tuple(lights)
@@ -257,30 +264,55 @@ class ClassifyDataset(Dataset[dict[str, Any]]):
             raise ClassifyDataError(
                 f"{where}: golden size {tuple(goldens.shape[-2:])} differs from test {tuple(test.shape[-2:])}"
             )
+        mask, has_mask = self._mask(row, test.shape[-2:]) if self.masks else (None, False)
         if self.augment is not None:
-            test, goldens = self._augment(test, goldens, epoch, int(index))
-        return {
+            test, goldens, mask = self._augment(test, goldens, mask, epoch, int(index))
+        sample = {
             "test": stack_lights(test),
             "golden": stack_lights(goldens),
             "label": int(row.is_defect),
             "name": row.object_name,
             "kind": row.label,
         }
+        if mask is not None:
+            sample["mask"] = stack_lights(mask.expand(len(self.lights), -1, -1, -1))
+            sample["has_mask"] = has_mask
+        return sample
+
+    def _mask(self, row: ClassifyRow, size: torch.Size) -> tuple[torch.Tensor, bool]:
+        """``(1, H, W)`` change mask of the part at the capture's size and whether it is known."""
+        path = self.layout.segment_image("label", row.object_name)
+        if not path.is_file():
+            return torch.zeros(1, *size), not row.is_defect
+        array = self.cache.get(path)
+        if array is None:
+            try:
+                array = read_image(path, mode="L")
+            except ImageReadError as error:
+                raise ClassifyDataError(f"{self.csv_path}:{row.line}: {error}") from None
+            self.cache[path] = array
+        mask = torch.from_numpy(array).gt(0).float()[None]
+        if tuple(mask.shape[-2:]) != tuple(size):  # shrinking: any changed pixel marks its resized pixel
+            shrink = mask.shape[-1] >= size[-1]
+            mask = F.adaptive_max_pool2d(mask, tuple(size)) if shrink else F.interpolate(mask[None], tuple(size))[0]
+        return mask, True
 
     def _augment(
-        self, test: torch.Tensor, goldens: torch.Tensor, epoch: int, index: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, test: torch.Tensor, goldens: torch.Tensor, mask: torch.Tensor | None, epoch: int, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         params = self.augment
         assert params is not None
         generator = torch.Generator().manual_seed(stream_seed(self.seed, _AUGMENT_STREAM, epoch, index))
         u = torch.rand(_AUGMENT_DRAWS, generator=generator)
-        if u[0] < params.hflip:  # every light and golden together: they must stay aligned
+        if u[0] < params.hflip:  # every light, golden and the mask together: they must stay aligned
             test, goldens = test.flip(-1), goldens.flip(-1)
+            mask = mask.flip(-1) if mask is not None else None
         if u[1] < params.vflip:
             test, goldens = test.flip(-2), goldens.flip(-2)
+            mask = mask.flip(-2) if mask is not None else None
         test = augment_photometric(test, params, generator)  # one draw per capture, all its lights
         goldens = torch.stack([augment_photometric(g, params, generator) for g in goldens])
-        return test, goldens
+        return test, goldens, mask
 
 
 class ClassifyDataModule(L.LightningDataModule):
@@ -300,10 +332,13 @@ class ClassifyDataModule(L.LightningDataModule):
         fpratio_sampling: float = 0.1,
         seed: int = 0,
         calibration: tuple[float, int] = (0.0, 0),
+        masks: bool = False,
     ) -> None:
         """``calibration``: ``(data.calibration_fraction, data seed)``; that share of train is held out
-        (:func:`~components.evaluation.calibration.split_off`) for choosing thresholds."""
+        (:func:`~components.evaluation.calibration.split_off`) for choosing thresholds. ``masks``: train
+        samples carry their change masks (the auxiliary mask loss)."""
         super().__init__()
+        self.masks = masks
         self.calibration = calibration
         self.root = Path(root)
         self.options = {"lights": tuple(lights), "num_golden": num_golden, "input_size": input_size}
@@ -318,8 +353,15 @@ class ClassifyDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> ClassifyDataset:
         if split not in self.sets:
-            augment = self.augment if split == "train" else None
-            self.sets[split] = ClassifyDataset(self.root, split, augment=augment, seed=self.seed, **self.options)
+            train = split == "train"
+            self.sets[split] = ClassifyDataset(
+                self.root,
+                split,
+                augment=self.augment if train else None,
+                seed=self.seed,
+                masks=self.masks and train,
+                **self.options,
+            )
             if split == "train" and self.calibration[0] > 0:
                 split_off(self.sets[split], *self.calibration, calibration=False)
         return self.sets[split]

@@ -79,6 +79,28 @@ class ChangeNetClassifyFamily:
     def model_hparams(self, module: L.LightningModule) -> dict[str, Any]:
         return {"model": dict(module.hparams["model"]), "num_lights": int(module.hparams["num_lights"])}
 
+    def serving_example(self, params: Params) -> dict[str, Path]:
+        """The first val part's files under every light: the deployable model's input example
+        (``test``/``golden``, or ``test_<Light>``/``golden_<Light>`` for several lights; the first golden)."""
+        import csv
+
+        from components.data.formats import DatasetLayout, classify_image_path, golden_image_paths
+
+        layout = DatasetLayout(params.datasets_dir)
+        with layout.classify_csv("val").open(newline="") as handle:
+            row = next(csv.DictReader(handle))
+        lights = list(params.data.lighting_conditions)
+        files: dict[str, Path] = {}
+        for light in lights:
+            suffix = "" if len(lights) == 1 else f"_{light}"
+            name = row["object_name"]
+            files[f"test{suffix}"] = classify_image_path(layout.classify_images, row["input_path"], name, light)
+            goldens = golden_image_paths(
+                layout.classify_images, row["golden_path"], name, light, params.data.num_golden
+            )
+            files[f"golden{suffix}"] = goldens[0]
+        return files
+
     def trainer_settings(self, params: Params) -> TrainerSettings:
         return TrainerSettings.from_train_params(
             params.classify.train, report_keys=("train/loss_epoch", "val/loss", "val/auroc", "val/ap")
@@ -122,6 +144,7 @@ class ChangeNetClassifyFamily:
             fpratio_sampling=t.fpratio_sampling,
             seed=params.training_seed,
             calibration=(params.data.calibration_fraction, params.seed),
+            masks=t.mask_loss_weight > 0,
         )
 
     def load_module(self, checkpoint: Path) -> L.LightningModule:

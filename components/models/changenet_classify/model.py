@@ -17,10 +17,14 @@ image and its golden, and only their *difference* is judged), with an image-leve
   it). Deterministic, unlike TAO's random golden draws at evaluation time.
 - **Difference modules** (TAO's two): ``learnable`` uses the ChangeNet projections, difference
   modules and top-down fusion of the segmentation decoder on the coarsest
-  ``learnable_difference_modules`` levels, pools the fused map (mean and max: a defect may be a
-  few pixels) and classifies it into [PASS, defect]; ``euclidean`` embeds each image (pooled
-  coarsest features, an MLP, ``embedding_vectors`` numbers) and returns the distance between the
-  test and golden embeddings, trained with a contrastive loss.
+  ``learnable_difference_modules`` levels, then turns the fused map into [PASS, defect] logits:
+  ``pooling="meanmax"`` pools it (mean and max) into a small MLP; ``pooling="topk"`` scores
+  every location for change and averages the highest ``topk_fraction`` of them into the defect
+  logit (multiple-instance pooling: a defect a few cells wide decides the part, where a mean
+  would dilute it). Those location scores are a coarse change map, which training can supervise
+  with the part's mask where one exists (``classify.train.mask_loss_weight``). ``euclidean``
+  embeds each image (pooled coarsest features, an MLP, ``embedding_vectors`` numbers) and
+  returns the distance between the test and golden embeddings, trained with a contrastive loss.
 
 Inputs are floats in [0, 1]; normalisation is inside the model (buffers), as in the
 segmentation model, so an exported graph takes raw pixels.
@@ -48,6 +52,7 @@ __all__ = [
     "ChangeNetClassify",
     "defect_score",
     "stack_lights",
+    "topk_mean",
     "unstack_lights",
 ]
 
@@ -58,6 +63,7 @@ ONNX_OUTPUT_NAMES: tuple[str] = ("output",)
 DifferenceKind = Literal["learnable", "euclidean"]
 ConcatType = Literal["linear", "grid", "fused"]
 GoldenFusion = Literal["mean", "attention"]
+Pooling = Literal["meanmax", "topk"]
 
 
 def stack_lights(images: torch.Tensor) -> torch.Tensor:
@@ -119,10 +125,32 @@ def combine_goldens(test: torch.Tensor, goldens: torch.Tensor, mode: GoldenFusio
     return (weights * goldens).sum(dim=1)
 
 
-class LearnableDifference(nn.Module):
-    """TAO's ``learnable`` module: ChangeNet differences of the coarsest levels, pooled, 2-class head."""
+def topk_mean(cells: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of the ``fraction`` highest of ``(N, 1, h, w)`` location scores -> ``(N,)`` (at least one)."""
+    flat = cells.flatten(1)
+    k = max(1, round(fraction * flat.shape[1]))
+    return flat.topk(k, dim=1).values.mean(dim=1)
 
-    def __init__(self, in_channels: Sequence[int], levels: int, embed_dim: int, hidden: int) -> None:
+
+class LearnableDifference(nn.Module):
+    """TAO's ``learnable`` module: ChangeNet differences of the coarsest levels, fused, then a verdict.
+
+    ``pooling="meanmax"`` pools the fused map (mean and max) into a 2-class MLP.
+    ``pooling="topk"`` scores each location of the fused map (a 1x1 convolution: a change map at
+    the finest compared stride) and takes the mean of the top ``topk_fraction`` locations as the
+    defect logit, so a defect covering a few cells is not averaged away; the logits are then
+    ``[0, s]``, whose softmax is ``sigmoid(s)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        levels: int,
+        embed_dim: int,
+        hidden: int,
+        pooling: Pooling = "meanmax",
+        topk_fraction: float = 0.02,
+    ) -> None:
         super().__init__()
         self.levels = list(reversed(range(len(in_channels))))[:levels]  # coarsest first
         self.projections = nn.ModuleList(nn.Conv2d(c, embed_dim, kernel_size=1) for c in in_channels)
@@ -132,13 +160,36 @@ class LearnableDifference(nn.Module):
             nn.BatchNorm2d(embed_dim),
             nn.ReLU(inplace=True),
         )
-        self.head = nn.Sequential(nn.Linear(2 * embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        self.pooling = pooling
+        self.topk_fraction = float(topk_fraction)
+        self.head: nn.Module
+        if pooling == "meanmax":
+            self.head = nn.Sequential(nn.Linear(2 * embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        elif pooling == "topk":
+            self.head = nn.Conv2d(embed_dim, 1, kernel_size=1)
+        else:
+            raise ValueError(f"pooling must be meanmax or topk, got {pooling!r}")
+
+    def fused(self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The fused difference map ``(N, embed_dim, h, w)`` at the finest compared level."""
+        diffs = top_down_differences(self.projections, self.differences, test, golden, self.levels)
+        finest = diffs[-1]
+        return self.fuse(torch.cat([resize_like(d, finest) for d in diffs], dim=1))
+
+    def forward_with_map(
+        self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits ``(N, 2)`` and, for ``topk``, the location change logits ``(N, 1, h, w)``."""
+        fused = self.fused(test, golden)
+        if self.pooling == "meanmax":
+            return self.head(_pool(fused)), None
+        cells = self.head(fused)
+        score = topk_mean(cells, self.topk_fraction).unsqueeze(1)
+        return torch.cat([torch.zeros_like(score), score], dim=1), cells
 
     def forward(self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class logits ``(N, 2)``: [PASS, defect]."""
-        diffs = top_down_differences(self.projections, self.differences, test, golden, self.levels)
-        finest = diffs[-1]
-        return self.head(_pool(self.fuse(torch.cat([resize_like(d, finest) for d in diffs], dim=1))))
+        return self.forward_with_map(test, golden)[0]
 
 
 class EuclideanDifference(nn.Module):
@@ -180,6 +231,8 @@ class ChangeNetClassify(nn.Module):
         embed_dec: int = 32,
         embedding_vectors: int = 5,
         golden_fusion: GoldenFusion = "mean",
+        pooling: Pooling = "meanmax",
+        topk_fraction: float = 0.02,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         pretrained: PretrainedSource = "none",
@@ -207,7 +260,9 @@ class ChangeNetClassify(nn.Module):
         )
         self.head: nn.Module
         if difference_module == "learnable":
-            self.head = LearnableDifference(channels, learnable_difference_modules, embed_dim, embed_dec)
+            self.head = LearnableDifference(
+                channels, learnable_difference_modules, embed_dim, embed_dec, pooling, topk_fraction
+            )
         elif difference_module == "euclidean":
             self.head = EuclideanDifference(channels[-1], embedding_vectors)
         else:
@@ -229,6 +284,8 @@ class ChangeNetClassify(nn.Module):
             embed_dec=params.embed_dec,
             embedding_vectors=params.embedding_vectors,
             golden_fusion=params.golden_fusion,
+            pooling=params.pooling,
+            topk_fraction=params.topk_fraction,
             mean=params.mean,
             std=params.std,
             pretrained=params.pretrained,
@@ -255,11 +312,8 @@ class ChangeNetClassify(nn.Module):
             pyramid = [fuse(level) for fuse, level in zip(self.light_fusion, pyramid, strict=True)]
         return pyramid
 
-    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
-        """``test`` ``(N, 3, L*H, W)``; ``golden`` the same or ``(N, G, 3, L*H, W)``.
-
-        The test image and all goldens go through the backbone in one batch (one set of weights).
-        """
+    def _compared(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Test and (combined) golden pyramids; the test image and all goldens in one backbone batch."""
         goldens = golden.unsqueeze(1) if golden.dim() == 4 else golden
         if goldens.dim() != 5 or test.dim() != 4 or goldens.shape[0] != test.shape[0]:
             raise ValueError(f"expected test (N,3,H,W) and golden (N,[G,]3,H,W), got {test.shape}, {golden.shape}")
@@ -270,7 +324,30 @@ class ChangeNetClassify(nn.Module):
         golden_feats = [
             combine_goldens(t, level[:, 1:], self.golden_fusion) for t, level in zip(test_feats, pyramid, strict=True)
         ]
-        return self.head(test_feats, golden_feats)
+        return test_feats, golden_feats
+
+    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
+        """``test`` ``(N, 3, L*H, W)``; ``golden`` the same or ``(N, G, 3, L*H, W)``."""
+        return self.head(*self._compared(test, golden))
+
+    def forward_with_map(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the location change logits ``(N, 1, h, w)`` (``None`` unless ``pooling: topk``).
+
+        The map is laid out as the backbone saw the part (see :meth:`arrange_mask`).
+        """
+        if not isinstance(self.head, LearnableDifference):
+            return self.forward(test, golden), None
+        return self.head.forward_with_map(*self._compared(test, golden))
+
+    def arrange_mask(self, masks: torch.Tensor) -> torch.Tensor:
+        """Change masks in the linear layout ``(N, 1, L*H, W)`` laid out as the change map is.
+
+        ``linear`` and ``grid`` arrange them as the images; ``fused`` fuses the lights before the
+        comparison, so the map covers one light's frame (the part's mask is the same under every light).
+        """
+        if self.concat_type == "fused" and self.num_lights > 1:
+            return unstack_lights(masks, self.num_lights)[:, 0]
+        return self.arrange(masks)
 
 
 def defect_score(outputs: torch.Tensor) -> torch.Tensor:

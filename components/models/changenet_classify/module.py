@@ -21,9 +21,10 @@ import torch
 
 from components.config import ClassifyModelParams, ClassifyTrainParams
 from components.evaluation.verdict import average_precision, rank_auroc
-from components.models.changenet_classify.losses import ClassificationLoss
+from components.models.changenet_classify.losses import ClassificationLoss, change_mask_loss
 from components.models.changenet_classify.model import ChangeNetClassify, defect_score
 from components.models.checkpoint import load_lightning_module
+from components.training.ema import build_ema
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 __all__ = ["MONITOR", "ChangeClassifyModule", "load_module"]
@@ -45,6 +46,7 @@ class ChangeClassifyModule(L.LightningModule):
         self.model = ChangeNetClassify.from_params(model_params, num_lights)
         if self.train_params.freeze_backbone:
             self.model.backbone.requires_grad_(False)
+        self.ema = build_ema(self.model, self.train_params.ema)
         self.criterion = ClassificationLoss(self.train_params.cls_weight, self.train_params.train_margin_euclid)
         self._val_scores: list[np.ndarray] = []
         self._val_labels: list[np.ndarray] = []
@@ -52,17 +54,43 @@ class ChangeClassifyModule(L.LightningModule):
     def forward(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
         return self.model(test, golden)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation judges: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def use_averaged_weights(self) -> ChangeClassifyModule:
+        """Put the weight average into ``self.model`` and drop it: the model to evaluate and deploy."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+            self.ema = None
+        return self
+
     def on_train_epoch_start(self) -> None:
         if self.train_params.freeze_backbone:  # frozen BatchNorm statistics too: the features stay ImageNet's
             self.model.backbone.eval()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.criterion(self.model(batch["test"], batch["golden"]), batch["label"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]))
+        size = len(batch["label"])
+        weight = self.train_params.mask_loss_weight
+        if weight <= 0 or "mask" not in batch:
+            loss = self.criterion(self.model(batch["test"], batch["golden"]), batch["label"])
+        else:  # the verdict's location scores also learn where the change is
+            logits, cells = self.model.forward_with_map(batch["test"], batch["golden"])
+            assert cells is not None, "mask_loss_weight needs pooling: topk (checked by the config)"
+            verdict = self.criterion(logits, batch["label"])
+            mask = change_mask_loss(cells, self.model.arrange_mask(batch["mask"]), batch["has_mask"])
+            self.log("train/mask_loss", mask, on_step=False, on_epoch=True, batch_size=size)
+            loss = verdict + weight * mask
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        outputs = self.model(batch["test"], batch["golden"])
+        outputs = self.eval_model(batch["test"], batch["golden"])
         self.log("val/loss", self.criterion(outputs, batch["label"]), batch_size=len(batch["label"]))
         self._val_scores.append(defect_score(outputs).detach().cpu().numpy())
         self._val_labels.append(batch["label"].detach().cpu().numpy())
@@ -88,5 +116,9 @@ class ChangeClassifyModule(L.LightningModule):
 
 
 def load_module(checkpoint: Path | str, map_location: str = "cpu") -> ChangeClassifyModule:
-    """Rebuild the module from a checkpoint with a clear error for a missing or foreign file."""
-    return load_lightning_module(ChangeClassifyModule, checkpoint, "ChangeNet-Classification", map_location)
+    """Rebuild the module from a checkpoint with a clear error for a missing or foreign file.
+
+    ``.model`` holds the weights to evaluate and deploy: the weight average when training kept one.
+    """
+    module = load_lightning_module(ChangeClassifyModule, checkpoint, "ChangeNet-Classification", map_location)
+    return module.use_averaged_weights()
