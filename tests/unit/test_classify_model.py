@@ -131,13 +131,15 @@ def test_classification_loss_weights_defects() -> None:
     )
 
 
-@pytest.mark.parametrize("concat_type", ["linear", "grid", "fused"])
-def test_every_layout_exports_to_onnx_with_parity(tmp_path, concat_type: str) -> None:
+@pytest.mark.parametrize(
+    ("concat_type", "pooling"), [("linear", "meanmax"), ("grid", "meanmax"), ("fused", "meanmax"), ("fused", "topk")]
+)
+def test_every_layout_exports_to_onnx_with_parity(tmp_path, concat_type: str, pooling: str) -> None:
     from components.config import ExportParams
     from components.export.onnx_export import export_onnx
     from components.models.changenet_classify.family import _export_wrapper
 
-    model = _model(num_lights=4, concat_type=concat_type, grid_map=(2, 2))
+    model = _model(num_lights=4, concat_type=concat_type, grid_map=(2, 2), pooling=pooling)
     inputs = (torch.rand(2, 3, 4 * SIZE, SIZE), torch.rand(2, 3, 4 * SIZE, SIZE))
     metrics = export_onnx(
         _export_wrapper(model), tmp_path / "classify.onnx", ExportParams(), inputs, ("input_1", "input_2"), ("output",)

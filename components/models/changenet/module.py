@@ -17,14 +17,14 @@ import torch
 from components.config import SegmentEvalParams, SegmentModelParams, SegmentTrainParams, TilingParams
 from components.models.changenet.metrics import SegmentationMetrics
 from components.models.checkpoint import load_lightning_module
-from components.training.ema import build_ema
+from components.training.ema import WeightAveraging, build_ema
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 MONITOR = "val/iou"
 """Checkpoint choice and early stopping follow the change-class IoU on val."""
 
 
-class ChangeSegmentModule(L.LightningModule):
+class ChangeSegmentModule(WeightAveraging, L.LightningModule):
     def __init__(
         self,
         model: dict[str, Any],
@@ -57,22 +57,6 @@ class ChangeSegmentModule(L.LightningModule):
 
     def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(test, golden)
-
-    @property
-    def eval_model(self) -> torch.nn.Module:
-        """What validation judges and checkpoint choice follows: the weight average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
-
-    def use_averaged_weights(self) -> ChangeSegmentModule:
-        """Put the weight average into ``self.model`` and drop it: the model to evaluate and deploy."""
-        if self.ema is not None:
-            self.model.load_state_dict(self.ema.module.state_dict())
-            self.ema = None
-        return self
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         outputs = self.model(batch["test"], batch["golden"])

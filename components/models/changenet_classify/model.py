@@ -128,7 +128,8 @@ def combine_goldens(test: torch.Tensor, goldens: torch.Tensor, mode: GoldenFusio
 def topk_mean(cells: torch.Tensor, fraction: float) -> torch.Tensor:
     """Mean of the ``fraction`` highest of ``(N, 1, h, w)`` location scores -> ``(N,)`` (at least one)."""
     flat = cells.flatten(1)
-    k = max(1, round(fraction * flat.shape[1]))
+    locations = int(flat.shape[1])  # a constant in an exported graph: only the batch axis is dynamic
+    k = max(1, round(fraction * locations))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 

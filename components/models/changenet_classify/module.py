@@ -24,7 +24,7 @@ from components.evaluation.verdict import average_precision, rank_auroc
 from components.models.changenet_classify.losses import ClassificationLoss, change_mask_loss
 from components.models.changenet_classify.model import ChangeNetClassify, defect_score
 from components.models.checkpoint import load_lightning_module
-from components.training.ema import build_ema
+from components.training.ema import WeightAveraging, build_ema
 from components.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 __all__ = ["MONITOR", "ChangeClassifyModule", "load_module"]
@@ -33,7 +33,7 @@ MONITOR = "val/auroc"
 """Checkpoint choice follows the image AUROC on val (threshold-free)."""
 
 
-class ChangeClassifyModule(L.LightningModule):
+class ChangeClassifyModule(WeightAveraging, L.LightningModule):
     def __init__(
         self, model: dict[str, Any], train: dict[str, Any], num_lights: int, load_pretrained: bool = True
     ) -> None:
@@ -53,22 +53,6 @@ class ChangeClassifyModule(L.LightningModule):
 
     def forward(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
         return self.model(test, golden)
-
-    @property
-    def eval_model(self) -> torch.nn.Module:
-        """What validation judges: the weight average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
-
-    def use_averaged_weights(self) -> ChangeClassifyModule:
-        """Put the weight average into ``self.model`` and drop it: the model to evaluate and deploy."""
-        if self.ema is not None:
-            self.model.load_state_dict(self.ema.module.state_dict())
-            self.ema = None
-        return self
 
     def on_train_epoch_start(self) -> None:
         if self.train_params.freeze_backbone:  # frozen BatchNorm statistics too: the features stay ImageNet's
