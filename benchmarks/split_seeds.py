@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import math
+import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -192,7 +193,7 @@ def render_section(
 
 def command_line(script: str, options: Sequence[str], args: argparse.Namespace) -> str:
     """The command that reproduces the run: ``script``, its ``options``, every ``--set`` and the seeds."""
-    parts = [f"python benchmarks/{script}", *options, *(f"--set {item}" for item in args.set)]
+    parts = [f"python benchmarks/{script}", *options, *(f"--set {shlex.quote(item)}" for item in args.set)]
     return " ".join([*parts, "--split-seeds " + ",".join(map(str, args.split_seeds))])
 
 

@@ -80,3 +80,11 @@ def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_
     train = next(r for r in runs if r.data.tags.get("stage") == "train_segment")
     assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert "final/val/iou" in train.data.metrics  # evaluate adds its numbers to the training run
+    # the champion the flow registered is the deployable ONNX bundle with its card, not a pickle
+    from components.serving.infer import resolve_bundle
+    from components.serving.runtime import DeployBundle
+
+    assert champion.source.endswith("deployable") and "## Lineage" in champion.description
+    assert champion.tags["params_hash"] and champion.tags["git_commit"] == train.data.tags["git_commit"]
+    bundle = DeployBundle(resolve_bundle(f"models:/{params.tracking.registered_model}@champion"))
+    assert bundle.family == "segment" and bundle.threshold is not None
