@@ -206,18 +206,21 @@ def _log_deployable(
 ) -> dict[str, Any] | None:
     """Save the family's deployable pyfunc (ONNX bundle + card) and log it to the training run.
 
-    ``None`` when the family serves no bundle (MAL) or its export stage has not run: the version
-    then registers the training run's PyTorch model as before.
+    ``None`` when the family serves no bundle (MAL), the model cannot be served as one (a tiled
+    segmentation model) or its export stage has not run: the version then registers the
+    training run's PyTorch model as before.
     """
     import tempfile
 
-    from components.export.onnx_export import sidecar_path
+    from components.export.onnx_export import read_sidecar, sidecar_path
     from components.export.stage import fp32_onnx_path
     from components.serving.bundle import save_deployable, serves
     from components.serving.card import render_card
-    from components.serving.runtime import MANIFEST
+    from components.serving.runtime import MANIFEST, unserved_reason
 
     if not serves(family) or not sidecar_path(fp32_onnx_path(params, family)).is_file():
+        return None
+    if unserved_reason(family.name, read_sidecar(fp32_onnx_path(params, family))):  # e.g. a tiled model
         return None
     with tempfile.TemporaryDirectory(prefix="inspectops-deployable-") as tmp:
         card = lambda manifest: render_card(params, family, version, run_info, manifest)  # noqa: E731

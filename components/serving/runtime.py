@@ -52,6 +52,7 @@ __all__ = [
     "input_columns",
     "prediction_frame",
     "prediction_rows",
+    "unserved_reason",
 ]
 
 MANIFEST = "manifest.json"
@@ -146,6 +147,15 @@ def input_columns(manifest: Mapping[str, Any]) -> list[str]:
     return ["test", "golden"]
 
 
+def unserved_reason(family: str, sidecar: Mapping[str, Any]) -> str | None:
+    """Why an exported model cannot be served as a bundle (``None`` when it can)."""
+    if family not in SERVED_FAMILIES:
+        return f"family {family!r} is not served (served: {', '.join(SERVED_FAMILIES)})"
+    if family == "segment" and sidecar.get("tiling"):
+        return "a tiled segmentation model (data.tiling) is not served yet; use inspectops infer with its checkpoint"
+    return None
+
+
 def _providers() -> tuple[str, ...]:
     import onnxruntime as ort
 
@@ -169,13 +179,10 @@ class DeployBundle:
             raise BundleError(f"{path}: not a deployable bundle (no {MANIFEST})")
         self.manifest: dict[str, Any] = json.loads(path.read_text())
         self.family: str = self.manifest["family"]
-        if self.family not in SERVED_FAMILIES:
-            raise BundleError(f"{path}: family {self.family!r} is not served (served: {', '.join(SERVED_FAMILIES)})")
         self.sidecar: dict[str, Any] = self.manifest["sidecar"]
-        if self.family == "segment" and self.sidecar.get("tiling"):
-            raise BundleError(
-                f"{path}: a tiled segmentation model (data.tiling) is not served yet; use inspectops infer"
-            )
+        reason = unserved_reason(self.family, self.sidecar)
+        if reason:
+            raise BundleError(f"{path}: {reason}")
         providers = _providers()
         self.precision = self._choose(precision, providers)
         model = self.folder / self.manifest["models"][self.precision]
