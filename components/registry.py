@@ -180,11 +180,11 @@ DEPLOYABLE_PATH = "deployable"
 
 def _lineage(params: Params) -> dict[str, str]:
     """The version's inputs: params hash, data source and the DVC data version (``data.dvc``)."""
-    from components.serving.card import data_version
+    from components.serving.card import covered_data_version
     from components.tracking import params_hash
 
     tags = {"params_hash": params_hash(params), "data_source": f"{params.data.source}/{params.data.category}"}
-    version = data_version(Path.cwd())
+    version = covered_data_version(params, Path.cwd())
     if version.get("md5"):
         tags["data_dvc_md5"] = str(version["md5"])
     return tags

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from components.config import Params
     from components.models.family import ModelFamily
 
-__all__ = ["LICENCES", "data_licence", "data_version", "defect_kind_table", "render_card"]
+__all__ = ["LICENCES", "covered_data_version", "data_licence", "data_version", "defect_kind_table", "render_card"]
 
 LICENCES = {
     "mvtec": (
@@ -89,11 +89,27 @@ def data_version(repo: Path) -> dict[str, Any]:
     return {k: outs[0][k] for k in ("md5", "nfiles", "path") if k in outs[0]}
 
 
-def _dvc_hash(repo: Path) -> str:
+def covered_data_version(params: Params, repo: Path) -> dict[str, Any]:
+    """:func:`data_version` when ``data.dvc`` versions the data this model trained on, else ``{}``
+    (the built-in demo is generated, not pulled: ``data.dvc`` then versions other data)."""
     version = data_version(repo)
-    if not version:
-        return "no data.dvc (data not versioned by DVC here)"
-    return f"`{version.get('md5', '?')}` (`data.dvc`: `{version.get('path', '?')}`, {version.get('nfiles', '?')} files)"
+    if not version.get("path"):
+        return {}
+    tracked = (repo / version["path"]).resolve()
+    raw = params.raw_category_dir.resolve()
+    return version if raw == tracked or tracked in raw.parents else {}
+
+
+def _data_line(params: Params, repo: Path) -> str:
+    from components.tracking import tree_hash
+
+    version = covered_data_version(params, repo)
+    if version:
+        return (
+            f"data version `{version.get('md5', '?')}` (`data.dvc`: `{version['path']}`, "
+            f"{version.get('nfiles', '?')} files)"
+        )
+    return f"content hash `{tree_hash(params.raw_category_dir)}` of `{params.raw_category_dir}` (not under `data.dvc`)"
 
 
 def render_card(
@@ -144,7 +160,7 @@ def render_card(
         "",
         "## Training data",
         "",
-        f"- Source `{params.data.source}`, category `{params.data.category}`; data version {_dvc_hash(repo)}.",
+        f"- Source `{params.data.source}`, category `{params.data.category}`; {_data_line(params, repo)}.",
         f"- Licence: {data_licence(params.data.source)}.",
         f"- Split (seed {params.seed}, val fraction {params.data.val_fraction}, calibration fraction "
         f"{params.data.calibration_fraction}): " + ", ".join(f"{k} {v}" for k, v in sorted(split.items())) + ".",
@@ -158,10 +174,16 @@ def render_card(
         lines += ["| defect kind | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         lines += [f"| {k} | " + " | ".join(_pct(table[k].get(c)) for c in columns) + " |" for k in kinds if k in table]
         lines.append("")
-    threshold_keys = [k for k in ("threshold", "image_threshold") if sidecar.get(k) is not None]
-    for key in threshold_keys:
+    # The verdict's threshold is chosen; segmentation's pixel threshold (``threshold`` beside an
+    # ``image_threshold``) is a fixed setting.
+    chosen = "image_threshold" if "image_threshold" in sidecar else "threshold"
+    if chosen == "image_threshold" and sidecar.get("threshold") is not None:
         lines.append(
-            f"- Shipped `{key}` **{float(sidecar[key]):.4g}**, chosen on the `{sidecar.get('threshold_split', '?')}` "
+            f"- Pixel threshold `threshold` {float(sidecar['threshold']):.4g} (a setting: change where p >= it)."
+        )
+    if sidecar.get(chosen) is not None:
+        lines.append(
+            f"- Shipped `{chosen}` **{float(sidecar[chosen]):.4g}**, chosen on the `{sidecar.get('threshold_split', '?')}` "
             f"split with at most {_pct(sidecar.get('threshold_max_false_alarm_rate'))} % of good parts flagged "
             f"({'parts the model never trained on' if sidecar.get('threshold_on_unseen_parts') else 'parts the model trained on'})."
         )
