@@ -131,7 +131,8 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_a_pair(registered: Params, tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered.tracking.tracking_uri, "OMP_NUM_THREADS": "1"}
-    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"]
+    # this interpreter's MLflow, whatever PATH holds (the README's `mlflow models serve` is the same CLI)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"]
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
         env=env,
