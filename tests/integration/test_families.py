@@ -110,9 +110,7 @@ def test_every_family_trains_evaluates_exports_quantizes_and_registers(params: P
         assert f"v{version.version}" in describe_version(f"{version.name}/{version.version}")
         bundle = DeployBundle(resolve_bundle(f"models:/{version.name}/{version.version}"))
         assert bundle.precision == ("int8" if chosen_int8(params, family) else "fp32")
-        assert bundle.threshold == pytest.approx(
-            sidecar["image_threshold" if name == "segment" else "threshold"]
-        )
+        assert bundle.threshold == pytest.approx(sidecar["image_threshold" if name == "segment" else "threshold"])
         assert "## How to run it" in (bundle.folder / "card.md").read_text()
 
 

@@ -14,7 +14,11 @@ def _git(repo: Path, *args: str) -> str:
 
 def test_outputs_do_not_make_a_commit_dirty_but_inputs_do(tmp_path: Path) -> None:
     _git(tmp_path, "init", "-q")
-    for path, text in {"params.yaml": "seed: 42\n", "dvc.lock": "a\n", "artifacts/metrics/segment.json": "{}\n"}.items():
+    for path, text in {
+        "params.yaml": "seed: 42\n",
+        "dvc.lock": "a\n",
+        "artifacts/metrics/segment.json": "{}\n",
+    }.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
     _git(tmp_path, "add", ".")
