@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from components.models.cam.evaluate import heatmap_colors, predict
 from components.models.cam.heatmap import Box, heatmap_to_boxes
 from components.models.cam.model import anomaly_score
 
-__all__ = ["CamInputError", "CamResult", "find_images", "infer_cam"]
+__all__ = ["CamInputError", "CamResult", "find_images", "infer_cam", "write_cam_results"]
 
 
 class CamInputError(ValueError):
@@ -108,13 +109,20 @@ def infer_cam(
                 Path(out) / f"{path.stem}_cam.png", _overlay(image, heatmap[0].numpy(), boxes_model if called else [])
             )
     if out is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["name", "score", "threshold", "verdict", "boxes"])
-        for r in results:
-            boxes = ";".join(" ".join(str(v) for v in box) for box in r.boxes)
-            writer.writerow([r.name, f"{r.score:.6f}", f"{r.threshold:.6f}", r.verdict, boxes])
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with atomic_file(Path(out) / "cam_results.csv") as handle:
-            handle.write(buffer.getvalue())
+        write_cam_results(out, [(r.name, r.score, r.threshold, r.verdict, r.boxes) for r in results])
     return results
+
+
+def write_cam_results(out: Path, rows: Sequence[tuple[str, float, float, str, Sequence[Box]]]) -> Path:
+    """``<out>/cam_results.csv``: name, score, threshold, verdict and boxes (``x1 y1 x2 y2``, ``;``-separated)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "score", "threshold", "verdict", "boxes"])
+    for name, score, threshold, verdict, boxes in rows:
+        cells = ";".join(" ".join(str(v) for v in box) for box in boxes)
+        writer.writerow([name, f"{score:.6f}", f"{threshold:.6f}", verdict, cells])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = Path(out) / "cam_results.csv"
+    with atomic_file(path) as handle:
+        handle.write(buffer.getvalue())
+    return path

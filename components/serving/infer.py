@@ -10,13 +10,11 @@ classification, ``cam_results.csv`` for the CAM classifier.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from components.fsutil import atomic_dir, atomic_file
+from components.fsutil import atomic_dir
 from components.imageio import read_image, write_png
 from components.inference.pairs import pair_inputs
 from components.serving.runtime import MANIFEST, BundleError, DeployBundle, Prediction
@@ -103,17 +101,9 @@ def run_classify(bundle: DeployBundle, golden: Path, test: Path) -> Prediction:
 
 def run_cam(bundle: DeployBundle, images: Path, out: Path | None) -> list[tuple[str, Prediction]]:
     """Score, call and box every image; ``cam_results.csv`` into ``out`` when given."""
-    from components.inference.cam_infer import find_images
+    from components.inference.cam_infer import find_images, write_cam_results
 
     results = [(path.stem, bundle.predict([{"image": read_image(path)}])[0]) for path in find_images(Path(images))]
     if out is not None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["name", "score", "threshold", "verdict", "boxes"])
-        for name, p in results:
-            boxes = ";".join(" ".join(str(v) for v in box) for box in p.boxes)
-            writer.writerow([name, f"{p.score:.6f}", f"{p.threshold:.6f}", p.verdict, boxes])
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with atomic_file(Path(out) / "cam_results.csv") as handle:
-            handle.write(buffer.getvalue())
+        write_cam_results(out, [(name, p.score, p.threshold, p.verdict, p.boxes) for name, p in results])
     return results
