@@ -326,8 +326,24 @@ class ClassifyModelParams(BackboneParams):
     location scores are a change map that ``classify.train.mask_loss_weight`` can supervise)."""
     topk_fraction: float = Field(0.02, gt=0.0, le=1.0)
     """Share of the difference map's locations averaged into the defect logit (``pooling: topk``)."""
+    change_map: Literal["coarse", "decoder"] = "coarse"
+    """The ``learnable`` module's change map. ``coarse``: the coarsest ``learnable_difference_modules``
+    levels fused at their finest stride (8 at 3 levels). ``decoder``: the segmentation model's
+    light decoder over all four levels with a ``fine_dim`` stride-2 skip, and its side outputs for
+    the mask loss: a few-pixel defect gets cells of its own. Needs ``pooling: topk``."""
+    fine_dim: int = Field(16, ge=0)
+    """Width of the ``decoder`` map's stride-2 skip (as ``segment.model.fine_dim``; 0: the map stays at stride 4)."""
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _decoder_pools_topk(self) -> ClassifyModelParams:
+        if self.change_map == "decoder" and (self.difference_module != "learnable" or self.pooling != "topk"):
+            raise ValueError(
+                "classify.model.change_map: decoder is a change map for difference_module: learnable, pooled by "
+                f"pooling: topk; got difference_module: {self.difference_module}, pooling: {self.pooling}"
+            )
+        return self
 
 
 class ClassifyAugmentParams(_Section):

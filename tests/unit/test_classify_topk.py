@@ -42,9 +42,9 @@ def test_topk_logits_are_the_pooled_change_map(concat_type: str) -> None:
     model = _model(num_lights=4, concat_type=concat_type, grid_map=(2, 2), topk_fraction=0.05)
     test, golden = torch.rand(2, 3, 4 * 64, 64), torch.rand(2, 3, 4 * 64, 64)
     with torch.no_grad():
-        logits, cells = model.forward_with_map(test, golden)
+        logits, (cells,) = model.forward_with_map(test, golden)
         assert torch.equal(logits, model(test, golden))
-    assert cells is not None and logits.shape == (2, 2)
+    assert logits.shape == (2, 2)
     assert torch.equal(logits[:, 0], torch.zeros(2))
     assert torch.allclose(logits[:, 1], topk_mean(cells, 0.05))
     # the map lies over the part as the backbone saw it; the part's mask is laid out the same way
@@ -56,8 +56,31 @@ def test_topk_logits_are_the_pooled_change_map(concat_type: str) -> None:
 
 def test_meanmax_has_no_map_and_euclidean_neither() -> None:
     test, golden = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
-    assert _model(pooling="meanmax").forward_with_map(test, golden)[1] is None
-    assert _model(difference_module="euclidean").forward_with_map(test, golden)[1] is None
+    assert _model(pooling="meanmax").forward_with_map(test, golden)[1] == ()
+    assert _model(difference_module="euclidean").forward_with_map(test, golden)[1] == ()
+
+
+@pytest.mark.parametrize(("concat_type", "fine_dim", "stride"), [("linear", 4, 2), ("fused", 4, 2), ("fused", 0, 4)])
+def test_the_decoder_map_is_fine_and_pooled_into_the_logit(concat_type: str, fine_dim: int, stride: int) -> None:
+    model = _model(num_lights=2, concat_type=concat_type, change_map="decoder", fine_dim=fine_dim, topk_fraction=0.01)
+    test, golden = torch.rand(2, 3, 2 * 64, 64), torch.rand(2, 3, 2 * 64, 64)
+    with torch.no_grad():
+        logits, maps = model.forward_with_map(test, golden)
+        assert torch.equal(logits, model(test, golden))
+    assert len(maps) == len(model.map_weights) == 5  # four side outputs (strides 32 to 4) and the verdict's map
+    assert [m.shape[1] for m in maps] == [1] * 5
+    assert torch.allclose(logits[:, 1], topk_mean(maps[-1], 0.01)) and torch.equal(logits[:, 0], torch.zeros(2))
+    arranged = model.arrange_mask(stack_lights(torch.zeros(2, 2, 1, 64, 64)))
+    assert tuple(arranged.shape[-2:]) == (maps[-1].shape[-2] * stride, maps[-1].shape[-1] * stride)
+    assert tuple(maps[0].shape[-2:]) == (arranged.shape[-2] // 32, arranged.shape[-1] // 32)
+
+
+def test_the_decoder_map_needs_topk_pooling() -> None:
+    with pytest.raises(ValueError, match="change_map: decoder"):
+        Params.model_validate({"classify": {"model": {"change_map": "decoder"}}})
+    with pytest.raises(ValueError, match="change_map"):
+        _model(pooling="meanmax", change_map="decoder")
+    Params.model_validate({"classify": {"model": {"change_map": "decoder", "pooling": "topk"}}})
 
 
 def test_mask_on_grid_keeps_a_one_pixel_line() -> None:
@@ -120,10 +143,17 @@ def test_the_mask_loss_needs_the_topk_map() -> None:
     Params.model_validate({"classify": {"train": {"mask_loss_weight": 1.0}, "model": {"pooling": "topk"}}})
 
 
-def test_training_with_the_mask_loss_learns_where_the_change_is() -> None:
+@pytest.mark.parametrize("change_map", ["coarse", "decoder"])
+def test_training_with_the_mask_loss_learns_where_the_change_is(change_map: str) -> None:
     torch.manual_seed(0)
     model = ClassifyModelParams(
-        pretrained="none", embed_dim=8, embed_dec=8, learnable_difference_modules=2, pooling="topk"
+        pretrained="none",
+        embed_dim=8,
+        embed_dec=8,
+        learnable_difference_modules=2,
+        pooling="topk",
+        change_map=change_map,
+        fine_dim=4,
     )
     train = ClassifyTrainParams(lr=3e-3, mask_loss_weight=1.0)
     module = ChangeClassifyModule(model.model_dump(mode="json"), train.model_dump(mode="json"), num_lights=2).train()
@@ -152,8 +182,7 @@ def test_training_with_the_mask_loss_learns_where_the_change_is() -> None:
     assert losses[-1] < 0.6 * losses[0], losses
     module.eval()
     with torch.no_grad():
-        _, cells = module.model.forward_with_map(test, golden)
-    assert cells is not None
+        cells = module.model.forward_with_map(test, golden)[1][-1]
     target = mask_on_grid(module.model.arrange_mask(masks), tuple(cells.shape[-2:]))
     changed, unchanged = cells[target > 0].mean(), cells[target == 0].mean()
     assert changed > unchanged + 0.5, (changed, unchanged)

@@ -54,7 +54,7 @@ NAMESPACE = "inspectops"
 KUBERNETES_VERSION = "1.33"
 """Oldest Kubernetes minor the manifests must be valid for."""
 
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|CREDENTIAL)", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|CREDENTIAL|AUTH_STRING)", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; $$ escapes a dollar.
 COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}$")
@@ -354,7 +354,7 @@ def test_compose_wires_prefect_and_mlflow_to_postgres_and_minio() -> None:
 def test_compose_versions_match_the_project_pins() -> None:
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     prefect_pin = re.search(r'"prefect==([^"]+)"', pyproject).group(1)
-    mlflow_pin = re.search(r'"mlflow==([^"]+)"', pyproject).group(1)
+    mlflow_pin = re.search(r'"mlflow(?:\[[a-z,]+\])?==([^"]+)"', pyproject).group(1)
     services = _compose()["services"]
     assert f"prefecthq/prefect:{prefect_pin}-python3.11" in services["prefect-server"]["image"]
     assert services["mlflow"]["build"]["args"]["MLFLOW_VERSION"] == mlflow_pin
@@ -561,7 +561,7 @@ def test_helm_worker_values_poll_the_gpu_pool_on_the_team_server() -> None:
         "livenessProbe", "podSecurityContext", "priorityClassName", "containerSecurityContext", "podLabels",
         "podAnnotations", "affinity", "nodeSelector", "tolerations", "extraEnvVars", "extraEnvVarsCM",
         "extraEnvVarsCMs", "extraEnvVarsSecret", "extraEnvVarsSecrets", "extraContainers", "extraVolumes",
-        "extraVolumeMounts", "extraArgs",
+        "extraVolumeMounts", "extraArgs", "basicAuth",
     }  # fmt: skip
     known_config_keys = {
         "workPool", "workQueues", "queryInterval", "prefetchSeconds", "http2", "limit", "name", "installPolicy",
@@ -865,6 +865,72 @@ def test_jetson_worker_unit_runs_a_process_worker_with_trtexec() -> None:
     )
     assert {"PREFECT_API_URL", "MLFLOW_TRACKING_URI"} <= set(example)
     assert all(value == "" for key, value in example.items() if SECRET_NAME.search(key))
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+def _env_of(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {key: str(value) for key, value in environment.items()}
+
+
+def test_compose_turns_authentication_on_with_secrets_from_env_example() -> None:
+    services = _compose()["services"]
+    example = _env_example()
+    prefect = _env_of(services["prefect-server"])
+    assert re.fullmatch(r"\$\{PREFECT_AUTH_STRING:\?[^}]+\}", prefect["PREFECT_SERVER_API_AUTH_STRING"])
+    mlflow = services["mlflow"]
+    assert mlflow["command"][0] == "start-server.sh", "MLflow must start through its basic-auth start script"
+    mlflow_env = _env_of(mlflow)
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert ":?" in mlflow_env[key], f"mlflow {key} must be a required variable"
+    assert "mlflow-auth:/var/lib/mlflow-auth" in mlflow["volumes"]
+    worker = services["worker"]
+    worker_env = _env_of(worker)
+    assert worker_env["PREFECT_API_AUTH_STRING"] == prefect["PREFECT_SERVER_API_AUTH_STRING"]
+    assert "MLFLOW_PIPELINE_PASSWORD" in worker_env["MLFLOW_TRACKING_PASSWORD"]
+    assert worker["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+    users = services["mlflow-users"]
+    assert users["command"][-1] == "/opt/mlflow/create_users.py" and users["restart"] == "no"
+    for name in ("PREFECT_AUTH_STRING", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_READER_PASSWORD"):
+        assert example[name] == "", f"{name} is a secret: empty in .env.example, set in infra/.env"
+
+
+def test_the_mlflow_image_ships_the_auth_app_and_its_scripts() -> None:
+    dockerfile = MLFLOW_DOCKERFILE_PATH.read_text()
+    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in dockerfile
+    assert "start-server.sh /usr/local/bin/start-server.sh" in dockerfile
+    assert "create_users.py /opt/mlflow/create_users.py" in dockerfile
+    start = (INFRA / "mlflow" / "start-server.sh").read_text()
+    assert "--app-name basic-auth" in start and "umask 077" in start
+    assert "password1234" not in start  # MLflow's documented first-admin password is never used
+
+
+def test_kubernetes_workers_and_jobs_read_credentials_from_a_secret() -> None:
+    values = _load_yaml(HELM_VALUES_PATH)
+    assert values["worker"]["basicAuth"] == {"enabled": True, "existingSecret": "inspectops-credentials"}
+    template = json.loads(GPU_TEMPLATE_PATH.read_text())
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert refs[key] == {"name": "{{ credentials_secret }}", "key": key}
+    assert template["variables"]["properties"]["credentials_secret"]["default"] == "inspectops-credentials"
+    job_text = PYTORCHJOB_PATH.read_text()
+    assert job_text.count("name: inspectops-credentials") == 2
+    assert "MLFLOW_TRACKING_PASSWORD" in job_text
+
+
+def test_the_jetson_worker_env_asks_for_both_servers_credentials() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (INFRA / "jetson" / "worker.env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert example["PREFECT_API_AUTH_STRING"] == "" and example["MLFLOW_TRACKING_PASSWORD"] == ""
+    assert example["MLFLOW_TRACKING_USERNAME"]
 
 
 # --------------------------------------------------------------------------- README

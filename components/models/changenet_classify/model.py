@@ -22,7 +22,10 @@ image and its golden, and only their *difference* is judged), with an image-leve
   every location for change and averages the highest ``topk_fraction`` of them into the defect
   logit (multiple-instance pooling: a defect a few cells wide decides the part, where a mean
   would dilute it). Those location scores are a coarse change map, which training can supervise
-  with the part's mask where one exists (``classify.train.mask_loss_weight``). ``euclidean``
+  with the part's mask where one exists (``classify.train.mask_loss_weight``). With
+  ``change_map="decoder"`` the map is the segmentation model's decoder instead (all four levels
+  and a stride-2 skip, with side outputs for deep supervision), so a defect a few pixels wide has
+  cells of its own. ``euclidean``
   embeds each image (pooled coarsest features, an MLP, ``embedding_vectors`` numbers) and
   returns the distance between the test and golden embeddings, trained with a contrastive loss.
 
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.models.backbones.pyramid import FeaturePyramid, PretrainedSource, build_backbone
-from components.models.changenet.decoder import DifferenceModule, resize_like, top_down_differences
+from components.models.changenet.decoder import ChangeDecoder, DifferenceModule, resize_like, top_down_differences
 
 if TYPE_CHECKING:
     from components.config import ClassifyModelParams
@@ -50,6 +53,7 @@ __all__ = [
     "ONNX_INPUT_NAMES",
     "ONNX_OUTPUT_NAMES",
     "ChangeNetClassify",
+    "DecoderDifference",
     "defect_score",
     "stack_lights",
     "topk_mean",
@@ -64,6 +68,7 @@ DifferenceKind = Literal["learnable", "euclidean"]
 ConcatType = Literal["linear", "grid", "fused"]
 GoldenFusion = Literal["mean", "attention"]
 Pooling = Literal["meanmax", "topk"]
+ChangeMap = Literal["coarse", "decoder"]
 
 
 def stack_lights(images: torch.Tensor) -> torch.Tensor:
@@ -177,16 +182,72 @@ class LearnableDifference(nn.Module):
         finest = diffs[-1]
         return self.fuse(torch.cat([resize_like(d, finest) for d in diffs], dim=1))
 
+    map_weights: tuple[float, ...] = (1.0,)
+    """Weight of each map of :meth:`forward_with_map` in the auxiliary mask loss."""
+
     def forward_with_map(
         self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class logits ``(N, 2)`` and, for ``topk``, the location change logits ``(N, 1, h, w)``."""
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Class logits ``(N, 2)`` and, for ``topk``, the location change logits ``((N, 1, h, w),)``."""
         fused = self.fused(test, golden)
         if self.pooling == "meanmax":
-            return self.head(_pool(fused)), None
+            return self.head(_pool(fused)), ()
         cells = self.head(fused)
-        score = topk_mean(cells, self.topk_fraction).unsqueeze(1)
-        return torch.cat([torch.zeros_like(score), score], dim=1), cells
+        return _defect_logits(topk_mean(cells, self.topk_fraction)), (cells,)
+
+    def forward(self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class logits ``(N, 2)``: [PASS, defect]."""
+        return self.forward_with_map(test, golden)[0]
+
+
+def _defect_logits(score: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` defect logits -> class logits ``[0, s]`` ``(N, 2)``, whose softmax is ``sigmoid(s)``.
+
+    A zero column padded in front, not ``cat([zeros_like(s), s])``: the ONNX exporter folds that
+    zeros tensor to the export batch size when shape inference knows it (the decoder's graph), and
+    the exported model then fails at any other batch size.
+    """
+    return F.pad(score.unsqueeze(1), (1, 0))
+
+
+class DecoderDifference(nn.Module):
+    """The segmentation model's change decoder as the verdict's change map (``change_map: decoder``).
+
+    All four levels are compared and fused top-down, and a stride-2 skip (``fine_dim``) classifies
+    each location at stride 2: the map a bent lead a few pixels wide survives in, where the coarse
+    head's stride-8 cells average it with its surroundings. Each map is a change logit per
+    location; the defect logit is the mean of the top ``topk_fraction`` locations of the finest
+    (multiple-instance pooling, as ``pooling: topk``). The decoder's side outputs (strides 32 to 4)
+    are returned with it so the mask loss supervises every level, as the segmentation loss does.
+    """
+
+    map_weights: tuple[float, ...] = (0.5, 0.5, 0.5, 0.8, 1.0)
+    """The segmentation loss's deep-supervision weights, coarsest side output first (``segment.model.loss_weights``)."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        fine_channels: int | None,
+        embed_dim: int,
+        fine_dim: int,
+        topk_fraction: float,
+    ) -> None:
+        super().__init__()
+        self.topk_fraction = float(topk_fraction)
+        self.decoder = ChangeDecoder(
+            in_channels, embed_dim, num_classes=1, upsample_dim=0, fine_channels=fine_channels, fine_dim=fine_dim
+        )
+
+    def forward_with_map(
+        self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Class logits ``(N, 2)`` and the change logit maps, coarsest first (the finest at stride 2 or 4)."""
+        fine = None
+        if self.decoder.fine_head is not None:  # the stride-2 level comes first in the pyramid
+            fine = (test[0], golden[0])
+            test, golden = test[1:], golden[1:]
+        maps = self.decoder(test, golden, fine=fine)
+        return _defect_logits(topk_mean(maps[-1], self.topk_fraction)), tuple(maps)
 
     def forward(self, test: Sequence[torch.Tensor], golden: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class logits ``(N, 2)``: [PASS, defect]."""
@@ -234,6 +295,8 @@ class ChangeNetClassify(nn.Module):
         golden_fusion: GoldenFusion = "mean",
         pooling: Pooling = "meanmax",
         topk_fraction: float = 0.02,
+        change_map: ChangeMap = "coarse",
+        fine_dim: int = 16,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         pretrained: PretrainedSource = "none",
@@ -252,15 +315,26 @@ class ChangeNetClassify(nn.Module):
         self.grid_map = (int(grid_map[0]), int(grid_map[1]))
         self.difference_module = difference_module
         self.golden_fusion = golden_fusion
-        self.backbone: FeaturePyramid = build_backbone(backbone, pretrained, pretrained_backbone_path, strict_load)
+        if change_map not in ("coarse", "decoder"):
+            raise ValueError(f"change_map must be coarse or decoder, got {change_map!r}")
+        decoder = difference_module == "learnable" and change_map == "decoder"
+        if decoder and pooling != "topk":
+            raise ValueError(f"change_map: decoder pools its change map with pooling: topk, got {pooling!r}")
+        self.backbone: FeaturePyramid = build_backbone(
+            backbone, pretrained, pretrained_backbone_path, strict_load, fine_level=decoder and fine_dim > 0
+        )
         channels = self.backbone.channels
+        fine_channels = self.backbone.fine_channels
+        levels = [fine_channels, *channels] if fine_channels is not None else list(channels)
         self.light_fusion = (
-            nn.ModuleList(LightFusion(c, num_lights) for c in channels)
+            nn.ModuleList(LightFusion(c, num_lights) for c in levels)
             if concat_type == "fused" and num_lights > 1
             else None
         )
         self.head: nn.Module
-        if difference_module == "learnable":
+        if decoder:
+            self.head = DecoderDifference(channels, fine_channels, embed_dim, fine_dim, topk_fraction)
+        elif difference_module == "learnable":
             self.head = LearnableDifference(
                 channels, learnable_difference_modules, embed_dim, embed_dec, pooling, topk_fraction
             )
@@ -287,6 +361,8 @@ class ChangeNetClassify(nn.Module):
             golden_fusion=params.golden_fusion,
             pooling=params.pooling,
             topk_fraction=params.topk_fraction,
+            change_map=params.change_map,
+            fine_dim=params.fine_dim,
             mean=params.mean,
             std=params.std,
             pretrained=params.pretrained,
@@ -331,14 +407,22 @@ class ChangeNetClassify(nn.Module):
         """``test`` ``(N, 3, L*H, W)``; ``golden`` the same or ``(N, G, 3, L*H, W)``."""
         return self.head(*self._compared(test, golden))
 
-    def forward_with_map(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and the location change logits ``(N, 1, h, w)`` (``None`` unless ``pooling: topk``).
+    def forward_with_map(
+        self, test: torch.Tensor, golden: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Logits and the change logit maps ``(N, 1, h, w)``, coarsest first (none unless ``pooling: topk``).
 
-        The map is laid out as the backbone saw the part (see :meth:`arrange_mask`).
+        The maps are laid out as the backbone saw the part (see :meth:`arrange_mask`);
+        :attr:`map_weights` weighs them in the mask loss.
         """
-        if not isinstance(self.head, LearnableDifference):
-            return self.forward(test, golden), None
+        if not isinstance(self.head, LearnableDifference | DecoderDifference):
+            return self.forward(test, golden), ()
         return self.head.forward_with_map(*self._compared(test, golden))
+
+    @property
+    def map_weights(self) -> tuple[float, ...]:
+        """Mask-loss weight of each map :meth:`forward_with_map` returns."""
+        return getattr(self.head, "map_weights", ())
 
     def arrange_mask(self, masks: torch.Tensor) -> torch.Tensor:
         """Change masks in the linear layout ``(N, 1, L*H, W)`` laid out as the change map is.

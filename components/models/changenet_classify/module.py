@@ -64,10 +64,13 @@ class ChangeClassifyModule(WeightAveraging, L.LightningModule):
         if weight <= 0 or "mask" not in batch:
             loss = self.criterion(self.model(batch["test"], batch["golden"]), batch["label"])
         else:  # the verdict's location scores also learn where the change is
-            logits, cells = self.model.forward_with_map(batch["test"], batch["golden"])
-            assert cells is not None, "mask_loss_weight needs pooling: topk (checked by the config)"
+            logits, maps = self.model.forward_with_map(batch["test"], batch["golden"])
+            assert maps, "mask_loss_weight needs pooling: topk (checked by the config)"
             verdict = self.criterion(logits, batch["label"])
-            mask = change_mask_loss(cells, self.model.arrange_mask(batch["mask"]), batch["has_mask"])
+            masks, has_mask = self.model.arrange_mask(batch["mask"]), batch["has_mask"]
+            weights = self.model.map_weights
+            mask = sum(w * change_mask_loss(m, masks, has_mask) for w, m in zip(weights, maps, strict=True))
+            mask = mask / sum(weights)
             self.log("train/mask_loss", mask, on_step=False, on_epoch=True, batch_size=size)
             loss = verdict + weight * mask
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
