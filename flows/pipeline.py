@@ -17,9 +17,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging.handlers import APILogHandler
+from prefect.runtime import flow_run
 
 from components.config import Params, load_params
 from components.pipeline import runner, summary
+from components.pipeline.run_lock import pipeline_lock
 from components.pipeline.stages import Stage, plan
 from components.tracking import run_url, tracking_uri
 
@@ -47,7 +49,11 @@ def pipeline_flow(params_path: str = "params.yaml", until: str | None = None) ->
     with contextlib.chdir(runner.project_root(params_file)):
         params = load_params(params_file)
         stages = plan(params, until)
-        with runner.warm_stage_processes(params_file, stages):
+        owner = {"params": str(params_file), "flow_run": f"{flow_run.name} ({flow_run.id})"}
+        with (
+            pipeline_lock(Path(params.paths.artifacts_dir).resolve(), **owner),  # one run per checkout at a time
+            runner.warm_stage_processes(params_file, stages),
+        ):
             return _run_pipeline(params_file, params, stages)
 
 

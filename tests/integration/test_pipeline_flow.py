@@ -88,3 +88,48 @@ def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_
     assert champion.tags["params_hash"] and champion.tags["git_commit"] == train.data.tags["git_commit"]
     bundle = DeployBundle(resolve_bundle(f"models:/{params.tracking.registered_model}@champion"))
     assert bundle.family == "segment" and bundle.threshold is not None
+
+
+def test_a_second_run_on_the_same_checkout_stops_and_the_first_completes(prefect_server: None, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from components.pipeline.run_lock import LOCK_NAME, PipelineBusyError
+
+    params_path = write_params(tmp_path)
+    lock = tmp_path / "artifacts" / LOCK_NAME
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "components.cli",
+            "pipeline",
+            "run",
+            "--params",
+            str(params_path),
+            "--until",
+            "validate",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")},  # its own temporary Prefect server
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not (lock.is_file() and lock.read_text()) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == str(first.pid) and holder["params"] == str(params_path)
+
+    with pytest.raises(PipelineBusyError, match=f"pid {first.pid}"):
+        pipeline_flow(params_path=str(params_path), until="validate")
+
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output[-4000:]
+    metrics = json.loads((tmp_path / "artifacts" / "metrics" / "validation.json").read_text())
+    assert metrics["validation/success"] == 1.0  # the first run's outputs are whole
+    assert lock.read_text() == ""  # released
