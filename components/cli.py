@@ -97,6 +97,19 @@ def _friendly_errors() -> Iterator[None]:
     except _known_errors() as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None
+    except OSError as error:
+        from components.fsutil import is_disk_full
+
+        if not is_disk_full(error):
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        typer.secho(
+            f"error: no space left on the disk{where} ({error.strerror}). Free some space and run again: outputs "
+            "are written to a temporary path and moved into place, so what earlier runs wrote is unchanged.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
 
 
 def _load(params_path: Path, overrides: list[str] | None = None) -> Params:

@@ -7,6 +7,7 @@ leaves the previous output untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A full disk, a full quota, or a file past the size limit: the write did not fit."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that did not fit on the disk (see :data:`NO_SPACE_ERRNOS`)."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS
+
+
+def disk_full_error(error: OSError, path: Path | str) -> OSError:
+    """``error`` again, naming ``path``: a library's full-disk error often names no file."""
+    return OSError(error.errno, os.strerror(error.errno or errno.ENOSPC), str(path))
 
 
 def _umask() -> int:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from components.fsutil import disk_full_error, is_disk_full
+
 
 class ImageReadError(ValueError):
     """An image file that is missing, unreadable or not an image."""
@@ -57,6 +59,11 @@ def write_png(path: Path | str, array: np.ndarray) -> None:
     """Write ``array`` (uint8 HxW or HxWx3) as a PNG with fixed settings."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(
-        path, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False
-    )
+    try:
+        Image.fromarray(np.ascontiguousarray(array)).save(
+            path, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False
+        )
+    except OSError as error:
+        if is_disk_full(error):  # PIL's error names no file; the user needs to know where it did not fit
+            raise disk_full_error(error, path) from error
+        raise

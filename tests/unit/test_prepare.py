@@ -322,3 +322,40 @@ def test_corrupt_image_names_it_and_keeps_previous_datasets(tmp_path: Path) -> N
         prepare_datasets(params)
     assert tree_digest(params.datasets_dir) == before
     assert sorted(p.name for p in params.paths.artifacts_dir.iterdir()) == ["datasets"]  # no staging left
+
+
+def test_a_full_disk_during_prepare_keeps_the_previous_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #31: the disk fills while ``data prepare`` rewrites the datasets (after a few images)."""
+    import errno
+
+    import typer
+
+    from components.cli import _friendly_errors
+
+    params = make_params(tmp_path, workers=1)  # in this process, where the fault is injected
+    make_category(params.raw_category_dir)
+    prepare_datasets(params)
+    before = tree_digest(params.datasets_dir)
+
+    real_save, saved = Image.Image.save, []
+
+    def filling_up(self: Image.Image, *args: Any, **kwargs: Any) -> None:
+        if len(saved) >= 5:
+            raise OSError(errno.ENOSPC, "No space left on device")  # as PIL raises it: no file name
+        saved.append(args[0])
+        real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", filling_up)
+    with pytest.raises(OSError) as full:
+        prepare_datasets(params)
+    assert full.value.errno == errno.ENOSPC and str(full.value.filename).endswith(".png")
+    assert tree_digest(params.datasets_dir) == before  # the previous datasets, byte for byte
+    leftovers = [p.name for p in params.datasets_dir.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # the half-written staging folder is gone
+
+    with pytest.raises(typer.Exit), _friendly_errors():  # what `inspectops data prepare` prints
+        raise full.value
+    message = capsys.readouterr().err
+    assert f"no space left on the disk writing {full.value.filename}" in message and "unchanged" in message
