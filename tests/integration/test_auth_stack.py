@@ -19,8 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.conftest import REPO_ROOT, write_params
 from tests.integration.conftest import TINY_SEGMENT
+from tests.processes import free_port, stop_process_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -68,12 +67,6 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": account[0],
             "MLFLOW_TRACKING_PASSWORD": account[1],
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _status(url: str, data: bytes | None = None, auth: tuple[str, str] | str | None = None) -> int:
@@ -109,20 +102,11 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    prefect_port, mlflow_port = _free_port(), _free_port()
+    prefect_port, mlflow_port = free_port(), free_port()
     prefect_env = {
         **base,
         "PREFECT_HOME": str(root / "prefect-home"),
@@ -173,8 +157,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert not any(secret in made.stdout + made.stderr for secret in SECRETS)
         yield stack
     finally:
-        _stop(prefect)
-        _stop(server)
+        stop_process_group(prefect)
+        stop_process_group(server)
 
 
 def test_both_servers_refuse_requests_without_credentials(stack: Stack) -> None:

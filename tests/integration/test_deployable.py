@@ -122,14 +122,14 @@ def test_infer_reads_the_registry(registered: Params, tmp_path: Path) -> None:
     assert (out / f"{name}_mask.png").is_file() and (out / f"{name}_overlay.png").is_file()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def test_mlflow_models_serve_answers_a_pair(registered: Params, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered.tracking.tracking_uri, "OMP_NUM_THREADS": "1"}
     # this interpreter's MLflow, whatever PATH holds (the README's `mlflow models serve` is the same CLI)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,14 +19,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, TINY_SYNTHETIC
+from tests.processes import free_port, stop_process_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(url: str, timeout: float = 120) -> None:
@@ -41,15 +34,6 @@ def _wait_healthy(url: str, timeout: float = 120) -> None:
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"Prefect server at {url} did not become healthy in {timeout} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 # Files of this working tree that a clone must carry even before they are committed: `git
@@ -95,7 +79,7 @@ def _git(root: Path, *args: str) -> str:
 
 @pytest.fixture
 def server_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -114,7 +98,7 @@ def server_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         _wait_healthy(env["PREFECT_API_URL"])
         yield env
     finally:
-        _stop(server)
+        stop_process_group(server)
 
 
 def _run_prefect(
@@ -176,7 +160,7 @@ def test_deployment_runs_in_the_workers_checkout_not_the_deployers(
             timeout=660,
         )
     finally:
-        _stop(worker)
+        stop_process_group(worker)
     assert "Completed" in output
     # The run really happened in the worker's checkout, through DVC (which rewrote, and
     # staged, dvc.lock for the tiny params) ...
