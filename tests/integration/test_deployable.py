@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -80,6 +79,7 @@ def test_the_champion_loads_without_torch_and_gives_the_local_int8_verdicts(regi
 import json, sys
 sys.modules["torch"] = None  # any import of torch now raises
 import mlflow, pandas as pd
+from tests.processes import free_port
 mlflow.set_tracking_uri({registered.tracking.tracking_uri!r})
 model = mlflow.pyfunc.load_model({CHAMPION_URI!r})
 answers = model.predict(pd.read_json({str(frame_path)!r}, orient="split"))
@@ -120,12 +120,6 @@ def test_infer_reads_the_registry(registered: Params, tmp_path: Path) -> None:
     (local,) = _local_int8(registered, tmp_path).predict([_val_frame(registered).iloc[0].to_dict()])
     assert verdicts[1].split(",")[0] == name and verdicts[1].split(",")[2] == local.verdict
     assert (out / f"{name}_mask.png").is_file() and (out / f"{name}_overlay.png").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_mlflow_models_serve_answers_a_pair(registered: Params, tmp_path: Path) -> None:
