@@ -31,6 +31,7 @@ from components.registry import register_model
 from components.serving.bundle import write_bundle
 from components.serving.runtime import BundleError, DeployBundle
 from components.training.train import train_model
+from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,6 @@ def test_the_champion_loads_without_torch_and_gives_the_local_int8_verdicts(regi
 import json, sys
 sys.modules["torch"] = None  # any import of torch now raises
 import mlflow, pandas as pd
-from tests.processes import free_port
 mlflow.set_tracking_uri({registered.tracking.tracking_uri!r})
 model = mlflow.pyfunc.load_model({CHAMPION_URI!r})
 answers = model.predict(pd.read_json({str(frame_path)!r}, orient="split"))
