@@ -97,6 +97,8 @@ def test_a_second_run_on_the_same_checkout_stops_and_the_first_completes(prefect
     import sys
     import time
 
+    from prefect.settings import PREFECT_API_URL
+
     from components.pipeline.run_lock import LOCK_NAME, PipelineBusyError
 
     params_path = write_params(tmp_path)
@@ -114,7 +116,7 @@ def test_a_second_run_on_the_same_checkout_stops_and_the_first_completes(prefect
             "validate",
         ],
         cwd=tmp_path,
-        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")},  # its own temporary Prefect server
+        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},  # the session's test server
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -122,6 +124,9 @@ def test_a_second_run_on_the_same_checkout_stops_and_the_first_completes(prefect
     deadline = time.monotonic() + 180
     while not (lock.is_file() and lock.read_text()) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    if not (lock.is_file() and lock.read_text()):
+        first.kill()
+        pytest.fail(f"the first run never held the lock:\n{first.communicate()[0][-4000:]}")
     holder = json.loads(lock.read_text())
     assert holder["pid"] == str(first.pid) and holder["params"] == str(params_path)
 
