@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.conftest import REPO_ROOT, write_params
 from tests.integration.conftest import TINY_SEGMENT
-from tests.processes import free_port, stop_process_group
+from tests.processes import free_port, stop_process_group, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -49,6 +48,11 @@ READER = ("reader", "reader-test-pw-0c8d13")
 SECRETS = (PREFECT_AUTH, ADMIN[1], PIPELINE[1], READER[1])
 
 
+def _without_stack_settings() -> dict[str, str]:
+    """This environment minus any MLflow or Prefect setting, so only what a test sets reaches a process."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+
+
 @dataclass(frozen=True)
 class Stack:
     root: Path
@@ -57,9 +61,8 @@ class Stack:
 
     def client_env(self, account: tuple[str, str] = PIPELINE) -> dict[str, str]:
         """What a worker or a laptop sets to talk to the stack."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
         return {
-            **env,
+            **_without_stack_settings(),
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -83,20 +86,6 @@ def _status(url: str, data: bytes | None = None, auth: tuple[str, str] | str | N
         return error.code
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if _status(url) == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -105,7 +94,7 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    base = _without_stack_settings()
     prefect_port, mlflow_port = free_port(), free_port()
     prefect_env = {
         **base,
@@ -137,8 +126,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     stack = Stack(root, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}")
     try:
-        _wait_healthy(f"{stack.prefect_api}/health", prefect, root / "prefect.log")
-        _wait_healthy(f"{stack.mlflow_url}/health", server, root / "mlflow.log")
+        wait_until_healthy(f"{stack.prefect_api}/health", prefect, root / "prefect.log", timeout=180)
+        wait_until_healthy(f"{stack.mlflow_url}/health", server, root / "mlflow.log", timeout=180)
         accounts = {
             **base,
             "MLFLOW_TRACKING_URI": stack.mlflow_url,

@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +17,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, TINY_SYNTHETIC
-from tests.processes import free_port, stop_process_group
+from tests.processes import free_port, stop_process_group, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _wait_healthy(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"Prefect server at {url} did not become healthy in {timeout} s")
 
 
 # Files of this working tree that a clone must carry even before they are committed: `git
@@ -95,7 +81,7 @@ def server_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         start_new_session=True,
     )
     try:
-        _wait_healthy(env["PREFECT_API_URL"])
+        wait_until_healthy(f"{env['PREFECT_API_URL']}/health")
         yield env
     finally:
         stop_process_group(server)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from components.config import load_params
+from components.pipeline.run_lock import LOCK_NAME, PipelineBusyError
 from flows.pipeline import pipeline_flow
 from tests.conftest import write_params
 
@@ -91,16 +98,6 @@ def test_whole_pipeline_trains_registers_and_promotes(prefect_server: None, tmp_
 
 
 def test_a_second_run_on_the_same_checkout_stops_and_the_first_completes(prefect_server: None, tmp_path: Path) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from prefect.settings import PREFECT_API_URL
-
-    from components.pipeline.run_lock import LOCK_NAME, PipelineBusyError
-
     params_path = write_params(tmp_path)
     lock = tmp_path / "artifacts" / LOCK_NAME
     first = subprocess.Popen(

@@ -95,6 +95,12 @@ def _env_example() -> dict[str, str]:
     return values
 
 
+def _jetson_env_example() -> dict[str, str]:
+    """``infra/jetson/worker.env.example`` as KEY -> value (comments and blank lines skipped)."""
+    lines = (INFRA / "jetson" / "worker.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
 def _compose() -> dict[str, Any]:
     return _load_yaml(COMPOSE_PATH)
 
@@ -858,11 +864,7 @@ def test_jetson_worker_unit_runs_a_process_worker_with_trtexec() -> None:
         assert all(p.get("trtexec_path", trtexec) == trtexec for p in jetsons)
     env_file = values["EnvironmentFile"].lstrip("-")
     assert env_file in (INFRA / "jetson" / "install.sh").read_text()
-    example = dict(
-        line.split("=", 1)
-        for line in (INFRA / "jetson" / "worker.env.example").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+    example = _jetson_env_example()
     assert {"PREFECT_API_URL", "MLFLOW_TRACKING_URI"} <= set(example)
     assert all(value == "" for key, value in example.items() if SECRET_NAME.search(key))
 
@@ -870,26 +872,19 @@ def test_jetson_worker_unit_runs_a_process_worker_with_trtexec() -> None:
 # --------------------------------------------------------------------------- authentication
 
 
-def _env_of(service: dict[str, Any]) -> dict[str, str]:
-    environment = service.get("environment") or {}
-    if isinstance(environment, list):
-        environment = dict(item.split("=", 1) for item in environment)
-    return {key: str(value) for key, value in environment.items()}
-
-
 def test_compose_turns_authentication_on_with_secrets_from_env_example() -> None:
     services = _compose()["services"]
     example = _env_example()
-    prefect = _env_of(services["prefect-server"])
+    prefect = _environment(services["prefect-server"])
     assert re.fullmatch(r"\$\{PREFECT_AUTH_STRING:\?[^}]+\}", prefect["PREFECT_SERVER_API_AUTH_STRING"])
     mlflow = services["mlflow"]
     assert mlflow["command"][0] == "start-server.sh", "MLflow must start through its basic-auth start script"
-    mlflow_env = _env_of(mlflow)
+    mlflow_env = _environment(mlflow)
     for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert ":?" in mlflow_env[key], f"mlflow {key} must be a required variable"
     assert "mlflow-auth:/var/lib/mlflow-auth" in mlflow["volumes"]
     worker = services["worker"]
-    worker_env = _env_of(worker)
+    worker_env = _environment(worker)
     assert worker_env["PREFECT_API_AUTH_STRING"] == prefect["PREFECT_SERVER_API_AUTH_STRING"]
     assert "MLFLOW_PIPELINE_PASSWORD" in worker_env["MLFLOW_TRACKING_PASSWORD"]
     assert worker["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
@@ -924,11 +919,7 @@ def test_kubernetes_workers_and_jobs_read_credentials_from_a_secret() -> None:
 
 
 def test_the_jetson_worker_env_asks_for_both_servers_credentials() -> None:
-    example = dict(
-        line.split("=", 1)
-        for line in (INFRA / "jetson" / "worker.env.example").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+    example = _jetson_env_example()
     assert example["PREFECT_API_AUTH_STRING"] == "" and example["MLFLOW_TRACKING_PASSWORD"] == ""
     assert example["MLFLOW_TRACKING_USERNAME"]
 
