@@ -157,7 +157,8 @@ def train(params: Any, workdir: Path) -> dict[str, Any]:
     module = family.build_module(params)
     checkpoints = workdir / "checkpoints"
     meter = ThroughputMeter()
-    trainer = build_trainer(settings, family.monitor, checkpoints, CSVLogger(workdir / "logs", name=FAMILY), meter)
+    logger = CSVLogger(workdir / "logs", name=FAMILY)
+    trainer = build_trainer(settings, family.monitor, checkpoints, logger, meter, params.training_seed)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - started

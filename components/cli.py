@@ -71,6 +71,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("components.inference.classify_infer", "InferInputError"),
         ("components.inference.cam_infer", "CamInputError"),
         ("components.models.changenet_classify.data", "ClassifyDataError"),
+        ("components.tracking_outage", "TrackingUnreachableError"),
         ("components.models.backbones.pretrained", "PretrainedLoadError"),
         ("components.export.stage", "DeployStageError"),
         ("components.benchmarking.bench", "BenchmarkSetupError"),

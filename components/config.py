@@ -680,6 +680,12 @@ class TrackingParams(_Section):
     tracking_uri: str | None = None
     """``None``: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db``."""
     registered_model: str = "inspectops-changenet-segment"
+    http_retries: int = Field(5, ge=0, le=10)
+    """Retries of a request the tracking server does not answer (MLflow's client allows at most 10)."""
+    http_backoff_seconds: int = Field(2, ge=0, le=120)
+    """Backoff factor between them (whole seconds, as MLflow reads it): waits of 0, 2f, 4f, 8f ... s, so
+    5 and 2 ride out a server that is gone for up to about a minute (a restart), then the stage fails
+    naming the server."""
 
 
 class Params(_Section):

@@ -128,11 +128,18 @@ def register_model(params: Params, family: ModelFamily | str) -> dict[str, float
         output_format="list",
     )
     source = logged[0].model_uri if logged else f"runs:/{run_info['run_id']}/model"
-    next_version = _next_version(client, name)
+    # One version per trained model: a rerun after a failure part-way through (a tracking server that
+    # went down after the version was made) finishes that version instead of making a second one.
+    earlier = _version_of_run(client, name, run_info["run_id"])
+    next_version = str(earlier.version) if earlier is not None else _next_version(client, name)
     bundle = _log_deployable(params, family, run_info, client, next_version)
     if bundle is not None:  # the line runs the ONNX bundle; the checkpoint stays on the run for retraining
         source = f"runs:/{run_info['run_id']}/{DEPLOYABLE_PATH}"
-    version = mlflow.register_model(source, name, tags={"val_iou": f"{val_iou:.6f}"})
+    if earlier is not None:
+        version = earlier
+        client.set_model_version_tag(name, version.version, "val_iou", f"{val_iou:.6f}")
+    else:
+        version = mlflow.register_model(source, name, tags={"val_iou": f"{val_iou:.6f}"})
     _publish_card(params, family, client, str(version.version), run_info, bundle)
     challenger = Candidate(str(version.version), val_iou, worst_quant_drop(quantize))
 
@@ -188,6 +195,17 @@ def _lineage(params: Params) -> dict[str, str]:
     if version.get("md5"):
         tags["data_dvc_md5"] = str(version["md5"])
     return tags
+
+
+def _version_of_run(client: Any, name: str, run_id: str) -> Any | None:
+    """The version of ``name`` already registered from the training run ``run_id``, if any."""
+    import mlflow
+
+    try:
+        versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except mlflow.exceptions.MlflowException:  # no such registered model yet
+        return None
+    return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
 def _next_version(client: Any, name: str) -> str:

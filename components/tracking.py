@@ -86,6 +86,9 @@ def ensure_experiment(params: Params) -> str:
     """Select (creating if needed) the params' experiment and return its id."""
     import mlflow
 
+    from components.tracking_outage import configure_retries
+
+    configure_retries(params)  # every stage and pipeline run starts here
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(params.tracking.experiment)

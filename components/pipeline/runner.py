@@ -40,7 +40,8 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
     """
     import mlflow
 
-    from components.tracking import ensure_experiment, is_rank_zero, log_metrics, run_tags, tree_hash
+    from components.tracking import ensure_experiment, is_rank_zero, log_metrics, run_tags, tracking_uri, tree_hash
+    from components.tracking_outage import TrackingUnreachableError, is_unreachable, stop_retrying, unreachable_error
 
     if not isinstance(params, Params):
         params = load_params(params)
@@ -50,27 +51,36 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
         raise StageError(f"stage '{name}' cannot run: {reason} (see components/data/sources)")
     if not is_rank_zero():  # another DDP rank: do the work, leave the tracking to rank 0
         return stage.function()(params)
-    experiment_id = ensure_experiment(params)
-    tags = {**run_tags(params), "stage": name}
-    with mlflow.start_run(
-        run_name=name,
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
-        nested=parent_run_id is not None,
-        tags=tags,
-    ) as run:
-        mlflow.log_params(stage_params(stage.params, params))
-        started = time.perf_counter()
-        try:
-            metrics = stage.function()(params)
-        except Exception as error:
-            mlflow.set_tag("failure", f"{type(error).__name__}: {error}"[:5000])
-            raise StageError(f"stage '{name}' failed: {error}") from error
-        seconds = time.perf_counter() - started
-        metrics = {**metrics, f"{name}/seconds": seconds}
-        log_metrics(metrics)
-        mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
-        write_run_record(params, name, run.info, seconds, metrics)
+    try:
+        experiment_id = ensure_experiment(params)
+        tags = {**run_tags(params), "stage": name}
+        with mlflow.start_run(
+            run_name=name,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            nested=parent_run_id is not None,
+            tags=tags,
+        ) as run:
+            mlflow.log_params(stage_params(stage.params, params))
+            started = time.perf_counter()
+            try:
+                metrics = stage.function()(params)
+            except Exception as error:
+                if is_unreachable(error):
+                    stop_retrying()  # closing the run below must not wait out the window again
+                    raise
+                mlflow.set_tag("failure", f"{type(error).__name__}: {error}"[:5000])
+                raise StageError(f"stage '{name}' failed: {error}") from error
+            seconds = time.perf_counter() - started
+            metrics = {**metrics, f"{name}/seconds": seconds}
+            log_metrics(metrics)
+            mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
+            write_run_record(params, name, run.info, seconds, metrics)
+    except Exception as error:
+        if not isinstance(error, TrackingUnreachableError) and is_unreachable(error):
+            stop_retrying()
+            raise unreachable_error(params, tracking_uri(params), f"stage '{name}'") from error
+        raise
     return metrics
 
 
@@ -286,31 +296,74 @@ def stage_params(keys: tuple[str, ...], params: Params) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in keys)}
 
 
+def stage_inputs_key(stage: Stage, params: Params) -> str:
+    """A key over what the stage is declared to read: its params' values and its deps' file listing.
+
+    The train stages resume a killed training only under the same key (``components.training.resume``).
+    """
+    from components.tracking import flatten
+    from components.training.resume import inputs_key
+
+    flat = flatten(params.model_dump(mode="json"))
+    declared = {
+        k: json.dumps(v) for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in stage.params)
+    }
+    return inputs_key(declared, [resolve_path(dep, params) for dep in stage.deps])
+
+
+PARAMS_PER_BATCH = 100
+"""MLflow's limit of params in one ``log_batch`` request."""
+
+
 def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
     """Open the parent MLflow run of a pipeline run and return its id (closed by :func:`end_pipeline_run`)."""
     import mlflow
+    from mlflow.entities import Param
 
-    from components.tracking import ensure_experiment, flatten, run_tags
+    from components.tracking import ensure_experiment, flatten, run_tags, tracking_uri
+    from components.tracking_outage import is_unreachable, stop_retrying, unreachable_error
 
-    experiment_id = ensure_experiment(params)
-    client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id, run_name=run_name, tags={**run_tags(params), "kind": "pipeline"})
-    flat = flatten(params.model_dump(mode="json"))
-    for key, value in flat.items():
-        client.log_param(run.info.run_id, key, str(value)[:6000])
+    try:
+        experiment_id = ensure_experiment(params)
+        client = mlflow.MlflowClient()
+        run = client.create_run(experiment_id, run_name=run_name, tags={**run_tags(params), "kind": "pipeline"})
+        flat = flatten(params.model_dump(mode="json"))
+        logged = [Param(key, str(value)[:6000]) for key, value in flat.items()]
+        for start in range(0, len(logged), PARAMS_PER_BATCH):  # a few requests, not one per param
+            client.log_batch(run.info.run_id, params=logged[start : start + PARAMS_PER_BATCH])
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        stop_retrying()
+        raise unreachable_error(params, tracking_uri(params), "the pipeline run") from error
     return run.info.run_id
 
 
 def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str, float]) -> None:
+    """Close the parent run with the stages' metrics.
+
+    A server that went down is an error only for a run whose stages all finished; after a failed
+    stage, the stage's own error is the one to show, so the run is left open with a warning.
+    """
     import mlflow
 
     from components.tracking import tracking_uri, tree_hash
+    from components.tracking_outage import is_unreachable, redacted, stop_retrying, unreachable_error
 
-    mlflow.set_tracking_uri(tracking_uri(params))
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    # The raw data may only exist now (synth ran inside this pipeline run).
-    client.set_tag(run_id, "data_hash", tree_hash(params.raw_category_dir))
-    stamp = int(time.time() * 1000)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value), timestamp=stamp)
-    client.set_terminated(run_id, status=status)
+    try:
+        # The raw data may only exist now (synth ran inside this pipeline run).
+        client.set_tag(run_id, "data_hash", tree_hash(params.raw_category_dir))
+        stamp = int(time.time() * 1000)
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value), timestamp=stamp)
+        client.set_terminated(run_id, status=status)
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        stop_retrying()
+        if status == "FINISHED":
+            raise unreachable_error(params, uri, "closing the pipeline run") from error
+        print(f"warning: the pipeline run {run_id} stays open: the tracking server at {redacted(uri)} did not answer")

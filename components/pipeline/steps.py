@@ -51,10 +51,14 @@ def validate(params: Params) -> dict[str, float]:
 
 
 def train(params: Params, family: str) -> dict[str, float]:
-    """Train a model family; writes ``models/<family>`` and ``metrics/<family>_train.json``."""
+    """Train a model family; writes ``models/<family>`` and ``metrics/<family>_train.json``.
+
+    A training killed on the same params and inputs resumes from its last finished epoch."""
+    from components.pipeline.runner import stage_inputs_key
+    from components.pipeline.stages import get_stage
     from components.training.train import train_model
 
-    return train_model(params, family)
+    return train_model(params, family, resume_key=stage_inputs_key(get_stage(f"train_{family}"), params))
 
 
 def evaluate(params: Params, family: str) -> dict[str, float]:

@@ -5,8 +5,11 @@ the data module, the trainer knobs and the metric that picks the checkpoint; thi
 owns everything around them: seeding, checkpoints, progress, MLflow, the run record.
 
 Outputs (``<artifacts>/models/<family>``): ``best.ckpt``, the weights later stages use (highest
-``family.monitor`` on val, or the final epoch with ``train.checkpoint: last``), and ``last.ckpt``. They are written to a staging folder and moved into place only when
-training finishes, so a crash never leaves a half-trained "best" behind. The folder is a
+``family.monitor`` on val, or the final epoch with ``train.checkpoint: last``), and ``last.ckpt``.
+They are written to a staging folder and moved into place only when training finishes, so a
+crash never leaves a half-trained "best" behind; a training killed part-way resumes from the
+staging folder's last epoch when its params and inputs are unchanged
+(:mod:`components.training.resume`). The published folder is a
 DVC output and holds only what the inputs determine: no run ids, no absolute paths, so
 the same data and params hash the same on every machine. The MLflow run that trained the
 model (the one evaluate, export and register attach to) is recorded beside, in
@@ -30,6 +33,13 @@ from components.fsutil import write_json
 from components.models.family import ModelFamily, TrainerSettings, get_family
 from components.models.family import model_dir as family_model_dir
 from components.tracking import ensure_experiment, git_commit, run_tags, tracking_uri
+from components.training.resume import (
+    AtomicCheckpointIO,
+    EpochSeeding,
+    find_resume_point,
+    marker_path,
+    write_marker,
+)
 from components.training.runs import training_run_path
 
 FamilyRef = ModelFamily | str
@@ -90,6 +100,9 @@ class PortableModelCheckpoint(ModelCheckpoint):
         for field in self._PATH_FIELDS:
             state[field] = Path(state[field]).name if state.get(field) else state.get(field, "")
         state["best_k_models"] = {Path(path).name: score for path, score in state.get("best_k_models", {}).items()}
+        # Lightning leaves the score of the latest save out of its state; kept, a resumed run writes
+        # the checkpoint bytes an uninterrupted one would.
+        state["current_score"] = self.current_score
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -103,6 +116,8 @@ class PortableModelCheckpoint(ModelCheckpoint):
                 str(root / name): v for name, v in state_dict.get("best_k_models", {}).items()
             }
         super().load_state_dict(state_dict)
+        if state_dict.get("current_score") is not None:
+            self.current_score = state_dict["current_score"]
 
 
 def _batch_size(batch: Any) -> int:
@@ -160,8 +175,9 @@ def trainer_determinism(setting: bool | str, on_cpu: bool) -> bool | str:
 
 
 def build_trainer(
-    t: TrainerSettings, monitor: str, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter
+    t: TrainerSettings, monitor: str, checkpoint_dir: Path, logger: Any, meter: ThroughputMeter, seed: int = 0
 ) -> L.Trainer:
+    """The Lightning trainer of the shared train stage; ``seed`` seeds each epoch's global generators."""
     callbacks: list[Callback] = [
         PortableModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max"),
         # ``last.ckpt`` from a checkpoint of its own: since Lightning 2.6, ``save_last=True`` writes
@@ -173,6 +189,7 @@ def build_trainer(
         # tqdm, not Lightning's default rich bar: rich draws nothing until the end when its
         # output is a pipe (a pipeline stage under DVC), tqdm's redraws stream through.
         TQDMProgressBar(),
+        EpochSeeding(seed),
     ]
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping_patience))
@@ -197,6 +214,7 @@ def build_trainer(
         gradient_clip_val=t.grad_clip_norm,
         default_root_dir=str(checkpoint_dir),
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -211,8 +229,13 @@ def _quiet_lightning() -> None:
         handler.addFilter(lambda record: "Tip: For seamless cloud" not in record.getMessage())
 
 
-def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
-    """Fit ``family``'s model on its train data, keep the checkpoint with the best ``family.monitor``."""
+def train_model(params: Params, family: FamilyRef, resume_key: str | None = None) -> dict[str, float]:
+    """Fit ``family``'s model on its train data, keep the checkpoint with the best ``family.monitor``.
+
+    ``resume_key`` (:func:`components.training.resume.inputs_key` of the train stage, which the
+    pipeline passes): a training killed with the same key continues from its last finished epoch
+    (:mod:`components.training.resume`); ``None`` always starts over.
+    """
     family = _family(family)
     _quiet_lightning()
     L.seed_everything(params.training_seed, workers=True)
@@ -233,17 +256,30 @@ def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
         run_id=active.info.run_id if active else None,
     )
     meter = ThroughputMeter()
-    trainer = build_trainer(settings, family.monitor, staging, logger, meter)
+    trainer = build_trainer(settings, family.monitor, staging, logger, meter, params.training_seed)
+    interrupted, why = find_resume_point(staging, resume_key) if resume_key else (None, "")
     if trainer.is_global_zero:
-        shutil.rmtree(staging, ignore_errors=True)
+        if why:
+            print(f"train {family.name}: {why}")
+        if interrupted is None:
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            _quiet_resume()
+            if interrupted.run_id and interrupted.run_id != logger.run_id:
+                _close_killed_run(logger, interrupted.run_id)
+        if resume_key:
+            write_marker(staging, resume_key, logger.run_id)
         logger.log_hyperparams(family.hyperparameters(params))
     started = time.perf_counter()
-    resume = str(settings.resume_from) if settings.resume_from else None
+    resume = interrupted.checkpoint if interrupted else settings.resume_from
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except BaseException:
-        if trainer.is_global_zero:
+        # The finished epochs stay for the next start to resume from (with a resume key); a staging
+        # folder with nothing to resume is removed.
+        if trainer.is_global_zero and not (resume_key and (staging / "last.ckpt").is_file()):
             shutil.rmtree(staging, ignore_errors=True)
+            marker_path(staging).unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - started
     checkpoint = trainer.checkpoint_callback
@@ -263,6 +299,7 @@ def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
+    marker_path(staging).unlink(missing_ok=True)
     run = {
         "run_id": logger.run_id,
         "experiment_id": logger.experiment_id,
@@ -276,6 +313,25 @@ def train_model(params: Params, family: FamilyRef) -> dict[str, float]:
     _log_model(family, logger, tracking_uri(params), out_dir, metrics)
     write_json(train_metrics_path(params, family), reproducible)
     return metrics
+
+
+def _quiet_resume() -> None:
+    """Lightning warns that the checkpoint folder is not empty: on a resume, that is the point."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def _close_killed_run(logger: MLFlowLogger, killed_run_id: str) -> None:
+    """Link the resumed training to the run of the killed one, and end that run as ``KILLED``
+    (a process killed with ``kill -9`` left it ``RUNNING``)."""
+    client = logger.experiment
+    client.set_tag(logger.run_id, "resumed_from_run_id", killed_run_id)
+    try:
+        if client.get_run(killed_run_id).info.status == "RUNNING":
+            client.set_terminated(killed_run_id, status="KILLED")
+    except Exception as error:  # a run deleted meanwhile, or another tracking store: nothing to close
+        print(f"train: could not end the interrupted MLflow run {killed_run_id}: {error}")
 
 
 def _log_model(family: ModelFamily, logger: MLFlowLogger, uri: str, out_dir: Path, metrics: dict[str, float]) -> None:

@@ -1,4 +1,5 @@
-"""The team stack asks who you are (issue #31), tested without a container engine.
+"""The team stack asks who you are, and survives its tracking server going away (issue #31), tested
+without a container engine.
 
 Prefect's server runs with ``PREFECT_SERVER_API_AUTH_STRING`` and MLflow's through
 ``infra/mlflow/start-server.sh`` (its basic-auth app), the way ``infra/compose.yaml`` starts
@@ -7,8 +8,10 @@ accounts as compose's ``mlflow-users`` job does. Then:
 
 - a request without credentials, or with wrong ones, is refused (401) by both servers, while
   their health endpoints stay open for probes;
-- ``inspectops pipeline run --until register_segment`` with the pipeline account's credentials
-  registers the segmentation model and moves ``champion`` to it;
+- ``inspectops pipeline run --until register_segment`` with the pipeline account's credentials,
+  while the tracking server is stopped during training, fails within its retry window with a
+  message naming the server and keeps what earlier stages wrote; once the server is back, the same
+  command registers the segmentation model (one version) and moves ``champion`` to it;
 - the reader account can read that version but cannot move the alias (403);
 - no secret of the stack lands in the project's outputs, the MLflow store (params, tags,
   artifacts), Prefect's database or either server's log.
@@ -21,9 +24,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +62,8 @@ class Stack:
     root: Path
     prefect_api: str
     mlflow_url: str
+    start_mlflow: Callable[[], None]
+    stop_mlflow: Callable[[], None]
 
     def client_env(self, account: tuple[str, str] = PIPELINE) -> dict[str, str]:
         """What a worker or a laptop sets to talk to the stack."""
@@ -119,15 +125,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     server_args = ["--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1", "--serve-artifacts"]
     store_args = ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    server = _start(
-        ["sh", str(START_MLFLOW), *server_args, *store_args, "--artifacts-destination", str(root / "artifacts")],
-        mlflow_env,
-        root / "mlflow.log",
+    store_args += ["--artifacts-destination", str(root / "artifacts")]
+    servers: list[subprocess.Popen] = []
+
+    def start_mlflow() -> None:
+        """Start (or start again, on the same port and stores) the tracking server, and wait until it answers."""
+        log = root / f"mlflow-{len(servers)}.log"
+        servers.append(_start(["sh", str(START_MLFLOW), *server_args, *store_args], mlflow_env, log))
+        wait_until_healthy(f"http://127.0.0.1:{mlflow_port}/health", servers[-1], log, timeout=180)
+
+    stack = Stack(
+        root,
+        f"http://127.0.0.1:{prefect_port}/api",
+        f"http://127.0.0.1:{mlflow_port}",
+        start_mlflow=start_mlflow,
+        stop_mlflow=lambda: stop_process_group(servers[-1]),
     )
-    stack = Stack(root, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}")
     try:
         wait_until_healthy(f"{stack.prefect_api}/health", prefect, root / "prefect.log", timeout=180)
-        wait_until_healthy(f"{stack.mlflow_url}/health", server, root / "mlflow.log", timeout=180)
+        start_mlflow()
         accounts = {
             **base,
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
@@ -147,7 +163,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stop_process_group(prefect)
-        stop_process_group(server)
+        for server in servers:
+            stop_process_group(server)
 
 
 def test_both_servers_refuse_requests_without_credentials(stack: Stack) -> None:
@@ -164,18 +181,49 @@ def test_both_servers_refuse_requests_without_credentials(stack: Stack) -> None:
     assert _status(f"{stack.mlflow_url}/health") == 200
 
 
-def test_the_pipeline_account_registers_and_a_reader_cannot_move_the_champion(stack: Stack, tmp_path: Path) -> None:
-    params_path = write_params(
-        tmp_path, segment=TINY_SEGMENT, tracking={"tracking_uri": stack.mlflow_url, "experiment": "tests"}
-    )
+def _stop_mlflow_once_training_starts(stack: Stack, first: subprocess.Popen, marker: Path) -> None:
+    """The fault: the tracking server goes away while the segmentation model trains (``marker``: the
+    record a training writes as it starts)."""
+    deadline = time.monotonic() + 600
+    while not marker.is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.is_file(), "training never started:\n" + first.communicate()[0][-4000:]
+    stack.stop_mlflow()
+
+
+def test_the_pipeline_account_registers_once_through_a_server_outage_and_a_reader_cannot_move_the_champion(
+    stack: Stack, tmp_path: Path
+) -> None:
+    tracking = {"tracking_uri": stack.mlflow_url, "experiment": "tests", "http_retries": 2, "http_backoff_seconds": 1}
+    params_path = write_params(tmp_path, segment=TINY_SEGMENT, tracking=tracking, pipeline={"families": ["segment"]})
     command = [sys.executable, "-m", "components.cli", "pipeline", "run", "--params", str(params_path)]
-    run = subprocess.run(
-        [*command, "--until", "register_segment"],
+    command += ["--until", "register_segment"]
+    artifacts = tmp_path / "artifacts"
+
+    # The tracking server stops mid-run: the run fails within the retry window, naming the server,
+    # and what it wrote stays.
+    first = subprocess.Popen(
+        command,
         env=stack.client_env(PIPELINE),
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=900,
+    )
+    _stop_mlflow_once_training_starts(stack, first, artifacts / "models" / ".segment.partial.json")
+    stopped = time.monotonic()
+    output = first.communicate(timeout=600)[0]
+    assert first.returncode == 1, output[-4000:]
+    assert time.monotonic() - stopped < 60  # 2 retries of at most 2 s, not MLflow's default four minutes a call
+    assert f"the MLflow tracking server at {stack.mlflow_url} did not answer" in output, output[-4000:]
+    assert (artifacts / "metrics" / "validation.json").is_file()  # earlier stages' outputs stay
+    assert (artifacts / "datasets" / "segment" / "list" / "train.txt").is_file()
+    assert not (artifacts / "models" / "segment").exists()  # nothing half-trained is published
+
+    # The server is back: a rerun completes and registers the model once.
+    stack.start_mlflow()
+    run = subprocess.run(
+        command, env=stack.client_env(PIPELINE), cwd=tmp_path, capture_output=True, text=True, timeout=900
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
 
@@ -187,6 +235,7 @@ def test_the_pipeline_account_registers_and_a_reader_cannot_move_the_champion(st
         reader = mlflow.MlflowClient(tracking_uri=stack.mlflow_url)
         champion = reader.get_model_version_by_alias(model, "champion")  # READ on everything
         assert champion.version == "1" and champion.source.endswith("deployable")
+        assert [v.version for v in reader.search_model_versions(f"name='{model}'")] == ["1"]  # registered once
         with pytest.raises(MlflowException, match=r"403|PERMISSION_DENIED|Permission denied"):
             reader.set_registered_model_alias(model, "champion", champion.version)
         with pytest.raises(MlflowException, match=r"403|PERMISSION_DENIED|Permission denied"):
@@ -210,4 +259,4 @@ def test_the_pipeline_account_registers_and_a_reader_cannot_move_the_champion(st
                 data = path.read_bytes()
                 leaks += [f"{path}: {s[:6]}..." for s in SECRETS if s.encode() in data]
     assert not leaks, leaks
-    assert PREFECT_AUTH.encode() not in run.stdout.encode() + run.stderr.encode()
+    assert not any(secret in output + run.stdout + run.stderr for secret in SECRETS)

@@ -166,3 +166,15 @@ def test_a_part_without_its_golden_is_refused_by_name(registered: Params, tmp_pa
         bundle.predict([{"test": _val_frame(registered).iloc[0]["test"]}])
     with pytest.raises(BundleError, match="row 0, column 'golden': not base64"):
         bundle.predict([{"test": _val_frame(registered).iloc[0]["test"], "golden": "not an image!"}])
+
+
+def test_registering_the_same_training_again_makes_no_second_version(registered: Params) -> None:
+    """A rerun of the register stage (after a tracking server went down part-way) finishes the version
+    it made before instead of registering the model twice."""
+    import mlflow
+
+    again = register_model(registered, get_family("segment"))
+    client = mlflow.MlflowClient(tracking_uri=registered.tracking.tracking_uri)
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert [v.version for v in versions] == ["1"] and again["register/version"] == 1.0
+    assert client.get_model_version_by_alias(NAME, "champion").version == "1"
