@@ -12,17 +12,22 @@ the data supports, and the summary must mark the others ``not applicable`` with 
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.config import FAMILIES, load_params
+from components.config import FAMILIES, Params, load_params
 from components.data.importer import import_source
 from components.data.lookalikes.formats import write_boxes_only_pairs, write_change_detection, write_four_light_csv
 from components.data.lookalikes.megapixel import write_megapixel
 from components.data.sources.options import SourceOptions
+from components.evaluation.stage import metrics_path
+from components.export.onnx_export import read_sidecar
+from components.export.stage import fp32_onnx_path, quantize_metrics_path
 from components.pipeline.stages import STAGES
 from components.pipeline.summary import NOT_APPLICABLE, build_rows
 from flows.pipeline import pipeline_flow
@@ -126,3 +131,35 @@ def run_lookalike(case: str, tmp_path: Path) -> None:
     assert {name for name, row in rows.items() if row.status == NOT_APPLICABLE} == set(FAMILIES) - families
     for family in set(FAMILIES) - families:
         assert rows[family].key_metrics == params.pipeline.not_applicable[family]
+    CHECKS.get(case, lambda _: None)(params)
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _stored(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _no_good_pair_is_judged_on_iou(params: Params) -> None:
+    """A change-detection set has no good part: the image verdict is not available (not a crash), no
+    operating point ships, and quantization and the gate go by IoU."""
+    stored = _stored(metrics_path(params, "segment"))
+    assert math.isfinite(stored["val/iou"]) and stored["val/num_good_images"] == 0
+    assert _missing(stored["val/image_auroc"]) and _missing(stored["val/image_threshold"])
+    assert "val/image_defect_recall" not in stored
+    assert read_sidecar(fp32_onnx_path(params, "segment"))["image_threshold"] is None
+    assert math.isfinite(_stored(quantize_metrics_path(params, "segment"))["quantize/fp32/val_iou"])
+
+
+def _four_lights_are_judged_per_part(params: Params) -> None:
+    stored = _stored(metrics_path(params, "classify"))
+    assert math.isfinite(stored["val/auroc"]) and stored["val/parts"] > 0
+
+
+CHECKS: dict[str, Callable[[Params], None]] = {
+    "change-detection": _no_good_pair_is_judged_on_iou,
+    "four-light-csv": _four_lights_are_judged_per_part,
+}
+"""What a case's run must show beyond training every family it supports (read from the stages' outputs)."""
