@@ -312,7 +312,8 @@ def stage_inputs_key(stage: Stage, params: Params) -> str:
 
 
 PARAMS_PER_BATCH = 100
-"""MLflow's limit of params in one ``log_batch`` request."""
+METRICS_PER_BATCH = 1000
+"""MLflow's limits of params and of metrics in one ``log_batch`` request."""
 
 
 def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
@@ -346,6 +347,7 @@ def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str
     stage, the stage's own error is the one to show, so the run is left open with a warning.
     """
     import mlflow
+    from mlflow.entities import Metric
 
     from components.tracking import tracking_uri, tree_hash
     from components.tracking_outage import is_unreachable, redacted, stop_retrying, unreachable_error
@@ -357,8 +359,9 @@ def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str
         # The raw data may only exist now (synth ran inside this pipeline run).
         client.set_tag(run_id, "data_hash", tree_hash(params.raw_category_dir))
         stamp = int(time.time() * 1000)
-        for key, value in metrics.items():
-            client.log_metric(run_id, key, float(value), timestamp=stamp)
+        logged = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+        for start in range(0, len(logged), METRICS_PER_BATCH):
+            client.log_batch(run_id, metrics=logged[start : start + METRICS_PER_BATCH])
         client.set_terminated(run_id, status=status)
     except Exception as error:
         if not is_unreachable(error):

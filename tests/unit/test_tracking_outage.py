@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -26,10 +27,17 @@ from tests.processes import free_port
 
 
 @pytest.fixture(autouse=True)
-def _own_retry_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with MLflow's retry settings unset and the process not marked as cut off."""
-    for name in (RETRIES_ENV, BACKOFF_ENV, "INSPECTOPS_TRACKING_UNREACHABLE"):
-        monkeypatch.delenv(name, raising=False)
+def _own_retry_settings() -> Iterator[None]:
+    """Each test starts with MLflow's retry settings unset and the process not marked as cut off, and
+    leaves them as it found them (the code under test sets them, so monkeypatch would not restore them)."""
+    names = (RETRIES_ENV, BACKOFF_ENV, "INSPECTOPS_TRACKING_UNREACHABLE")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def test_the_default_window_rides_out_a_restart_of_about_a_minute() -> None:
@@ -38,8 +46,8 @@ def test_the_default_window_rides_out_a_restart_of_about_a_minute() -> None:
     assert retry_window_seconds(TrackingParams(http_retries=10, http_backoff_seconds=120)) == 9 * 120  # capped
 
 
-def test_a_refused_connection_is_recognised_through_mlflows_wrapping(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RETRIES_ENV, "0")
+def test_a_refused_connection_is_recognised_through_mlflows_wrapping() -> None:
+    os.environ[RETRIES_ENV] = "0"
     with pytest.raises(MlflowException) as caught:
         mlflow.MlflowClient(f"http://127.0.0.1:{free_port()}").search_experiments()
     assert is_unreachable(caught.value)
