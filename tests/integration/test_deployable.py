@@ -177,4 +177,4 @@ def test_registering_the_same_training_again_makes_no_second_version(registered:
     client = mlflow.MlflowClient(tracking_uri=registered.tracking.tracking_uri)
     versions = client.search_model_versions(f"name='{NAME}'")
     assert [str(v.version) for v in versions] == ["1"] and again["register/version"] == 1.0
-    assert client.get_model_version_by_alias(NAME, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
