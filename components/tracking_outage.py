@@ -34,6 +34,7 @@ _SIGNS = (
 
 __all__ = [
     "TrackingUnreachableError",
+    "as_unreachable",
     "configure_retries",
     "is_unreachable",
     "redacted",
@@ -97,6 +98,15 @@ def redacted(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def as_unreachable(error: BaseException, params: Params, uri: str, where: str) -> TrackingUnreachableError | None:
+    """For ``error`` raised by a tracking call made by ``where``: ``None`` if the server answered,
+    else the error to raise in its place, after stopping retries for the rest of this process."""
+    if isinstance(error, TrackingUnreachableError) or not is_unreachable(error):
+        return None
+    stop_retrying()
+    return unreachable_error(params, uri, where)
 
 
 def unreachable_error(params: Params, uri: str, where: str) -> TrackingUnreachableError:

@@ -41,7 +41,7 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
     import mlflow
 
     from components.tracking import ensure_experiment, is_rank_zero, log_metrics, run_tags, tracking_uri, tree_hash
-    from components.tracking_outage import TrackingUnreachableError, is_unreachable, stop_retrying, unreachable_error
+    from components.tracking_outage import as_unreachable, is_unreachable, stop_retrying
 
     if not isinstance(params, Params):
         params = load_params(params)
@@ -77,9 +77,8 @@ def run_stage(name: str, params: Params | Path | str, parent_run_id: str | None 
             mlflow.set_tag("data_hash", tree_hash(params.raw_category_dir))  # synth may have just made it
             write_run_record(params, name, run.info, seconds, metrics)
     except Exception as error:
-        if not isinstance(error, TrackingUnreachableError) and is_unreachable(error):
-            stop_retrying()
-            raise unreachable_error(params, tracking_uri(params), f"stage '{name}'") from error
+        if unreachable := as_unreachable(error, params, tracking_uri(params), f"stage '{name}'"):
+            raise unreachable from error
         raise
     return metrics
 
@@ -290,10 +289,16 @@ def stage_reports(stage: Stage, params: Params) -> list[str]:
 
 def stage_params(keys: tuple[str, ...], params: Params) -> dict[str, str]:
     """The params a stage declares (DVC's ``params:``), flattened to ``section.key`` names."""
+
+    return {k: str(v)[:6000] for k, v in _declared(keys, params).items()}
+
+
+def _declared(keys: tuple[str, ...], params: Params) -> dict[str, Any]:
+    """The flattened ``section.key`` values under the stage's declared params ``keys``."""
     from components.tracking import flatten
 
     flat = flatten(params.model_dump(mode="json"))
-    return {k: str(v)[:6000] for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in keys)}
+    return {k: v for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in keys)}
 
 
 def stage_inputs_key(stage: Stage, params: Params) -> str:
@@ -301,13 +306,9 @@ def stage_inputs_key(stage: Stage, params: Params) -> str:
 
     The train stages resume a killed training only under the same key (``components.training.resume``).
     """
-    from components.tracking import flatten
     from components.training.resume import inputs_key
 
-    flat = flatten(params.model_dump(mode="json"))
-    declared = {
-        k: json.dumps(v) for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in stage.params)
-    }
+    declared = {k: json.dumps(v) for k, v in _declared(stage.params, params).items()}
     return inputs_key(declared, [resolve_path(dep, params) for dep in stage.deps])
 
 
@@ -322,7 +323,7 @@ def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
     from mlflow.entities import Param
 
     from components.tracking import ensure_experiment, flatten, run_tags, tracking_uri
-    from components.tracking_outage import is_unreachable, stop_retrying, unreachable_error
+    from components.tracking_outage import as_unreachable
 
     try:
         experiment_id = ensure_experiment(params)
@@ -333,10 +334,9 @@ def start_pipeline_run(params: Params, run_name: str = "pipeline") -> str:
         for start in range(0, len(logged), PARAMS_PER_BATCH):  # a few requests, not one per param
             client.log_batch(run.info.run_id, params=logged[start : start + PARAMS_PER_BATCH])
     except Exception as error:
-        if not is_unreachable(error):
-            raise
-        stop_retrying()
-        raise unreachable_error(params, tracking_uri(params), "the pipeline run") from error
+        if unreachable := as_unreachable(error, params, tracking_uri(params), "the pipeline run"):
+            raise unreachable from error
+        raise
     return run.info.run_id
 
 
@@ -350,7 +350,7 @@ def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str
     from mlflow.entities import Metric
 
     from components.tracking import tracking_uri, tree_hash
-    from components.tracking_outage import is_unreachable, redacted, stop_retrying, unreachable_error
+    from components.tracking_outage import as_unreachable, redacted
 
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
@@ -364,9 +364,9 @@ def end_pipeline_run(params: Params, run_id: str, status: str, metrics: dict[str
             client.log_batch(run_id, metrics=logged[start : start + METRICS_PER_BATCH])
         client.set_terminated(run_id, status=status)
     except Exception as error:
-        if not is_unreachable(error):
+        unreachable = as_unreachable(error, params, uri, "closing the pipeline run")
+        if unreachable is None:
             raise
-        stop_retrying()
         if status == "FINISHED":
-            raise unreachable_error(params, uri, "closing the pipeline run") from error
+            raise unreachable from error
         print(f"warning: the pipeline run {run_id} stays open: the tracking server at {redacted(uri)} did not answer")
